@@ -1,0 +1,195 @@
+"""The recipe: one YAML file that says what a run does.
+
+Every section is a pydantic model that forbids unknown keys, so a typo such
+as ``epocs: 5`` is an error that names ``epochs`` rather than a silently
+ignored setting. ``load_recipe`` layers, from weakest to strongest: the
+built-in defaults, the chosen preset, the YAML file, then ``--set`` overrides.
+
+>>> r = load_recipe(None, overrides=["data.source=iris", "preset=fast"])
+>>> (r.data.source, r.train.epochs)
+('iris', 10)
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from glassbox.errors import UserError, nearest
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    # A registered name (see `glassbox datasets`) or csv:PATH, images:DIR, text:PATH.
+    source: str = "breast-cancer"
+    label: str | None = None  # label column of a CSV; its last column when unset
+    sensitive: str | None = None  # column held out of the features as the group for audits
+    impute: Literal["none", "mean", "median"] = "none"  # none: NaN or inf is an error
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    label_noise: float = Field(0.0, ge=0, lt=1)  # fraction of training labels flipped, recorded
+    seq_len: int = Field(128, ge=2)  # bytes per window for text
+    max_bytes: int = Field(2_000_000, ge=1000)  # cap on a text corpus; the stdlib is ~40 MB
+    image_size: int | None = Field(None, ge=4)  # images are resized to a square; None: first image's size
+
+
+class ModelConfig(Section):
+    dim: int = Field(64, ge=8)
+    depth: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(2.0, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    attention: str = "softmax"  # a registered kind: glassbox.nn.attention.KINDS
+    patch: int = Field(2, ge=1)  # image patch side; digits are 8 x 8, so 2 gives 16 tokens
+    conv_stem: bool = False  # a small convolution before patching (the hybrid)
+    max_len: int = Field(512, ge=1)  # longest byte sequence the positional table covers
+
+
+class TrainConfig(Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
+    warmup: float = Field(0.05, ge=0, lt=1)  # fraction of all steps spent warming up
+    schedule: Literal["cosine", "constant"] = "cosine"
+    grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; None turns clipping off
+    monitor: str = "val_accuracy"  # early stopping and best-weights metric; val_loss for LMs
+    patience: int | None = Field(10, ge=1)  # epochs without improvement; None: never stop early
+    checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints; 0: at each epoch end
+    threads: int | None = Field(None, ge=1)  # torch threads; None: torch's default
+    max_steps_per_epoch: int | None = Field(None, ge=1)  # caps epochs of very large data (text)
+
+
+class ReportConfig(Section):
+    enabled: bool = True
+    title: str | None = None  # defaults to the recipe name
+
+
+class Recipe(Section):
+    name: str = "run"
+    preset: Literal["fast", "default", "best"] = "default"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    report: ReportConfig = ReportConfig()
+
+
+# Presets trade time for quality. They sit under the user's recipe: any key
+# the recipe sets wins.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {"model": {"dim": 32, "depth": 1}, "train": {"epochs": 10}},
+    "default": {},
+    "best": {"model": {"dim": 128, "depth": 4}, "train": {"epochs": 80, "patience": 20}},
+}
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override; the value is parsed as YAML (``4``, ``true``, ``[1,2]``)."""
+    if "=" not in assignment:
+        raise UserError(f"--set '{assignment}' needs the form key=value, e.g. --set model.depth=4")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at ``loc`` (for nearest-key hints)."""
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return None
+    return model
+
+
+def _explain(err: ValidationError, where: str) -> UserError:
+    """One line for the first problem pydantic found, naming the fix."""
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    if e["type"] == "extra_forbidden":
+        owner = _model_at(loc[:-1])
+        options = list(owner.model_fields) if owner else []
+        close = nearest(str(loc[-1]), options)
+        hint = f"did you mean '{'.'.join([*map(str, loc[:-1]), close])}'?" if close else (
+            "valid keys here: " + ", ".join(options)
+        )
+        return UserError(f"{where}: unknown recipe key '{dotted}': {hint}")
+    got = e.get("input")
+    got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
+    return UserError(f"{where}: {dotted}: {e['msg']}{got_s}; fix the value in the recipe or with --set {dotted}=...")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"recipe not found: {path}; give the path to a YAML recipe, e.g. recipes/healthcare.yaml")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give the path to a YAML recipe file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}: YAML syntax error{at}: {problem}; fix the recipe file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file; give a YAML recipe") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a mapping of sections (data:, model:, train:), not a {type(data).__name__}")
+    return data
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Read, layer and validate a recipe. Raises UserError with one line on any problem."""
+    user = read_yaml(path) if path is not None else {}
+    for assignment in overrides or []:
+        _set(user, assignment)
+    preset = user.get("preset", "default")
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+    tree = _merge(PRESETS[preset], user)
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as err:
+        raise _explain(err, str(path) if path else "recipe") from None
+
+
+def render(recipe: Recipe) -> str:
+    """The recipe as YAML with every default filled in (what ``config.yaml`` holds)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
