@@ -62,7 +62,9 @@ class TrainConfig(Section):
     warmup: float = Field(0.05, ge=0, lt=1)  # fraction of all steps spent warming up
     schedule: Literal["cosine", "constant"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; None turns clipping off
-    monitor: str = "val_accuracy"  # early stopping and best-weights metric; val_loss for LMs
+    # Early stopping and best-weights metric: auto is val_accuracy for
+    # classification and val_loss for language models.
+    monitor: str = "auto"
     patience: int | None = Field(10, ge=1)  # epochs without improvement; None: never stop early
     checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints; 0: at each epoch end
     threads: int | None = Field(None, ge=1)  # torch threads; None: torch's default
@@ -144,19 +146,25 @@ def _explain(err: ValidationError, where: str) -> UserError:
         owner = _model_at(loc[:-1])
         options = list(owner.model_fields) if owner else []
         close = nearest(str(loc[-1]), options)
-        hint = f"did you mean '{'.'.join([*map(str, loc[:-1]), close])}'?" if close else (
-            "valid keys here: " + ", ".join(options)
+        hint = (
+            f"did you mean '{'.'.join([*map(str, loc[:-1]), close])}'?"
+            if close
+            else ("valid keys here: " + ", ".join(options))
         )
         return UserError(f"{where}: unknown recipe key '{dotted}': {hint}")
     got = e.get("input")
     got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
-    return UserError(f"{where}: {dotted}: {e['msg']}{got_s}; fix the value in the recipe or with --set {dotted}=...")
+    return UserError(
+        f"{where}: {dotted}: {e['msg']}{got_s}; fix the value in the recipe or with --set {dotted}=..."
+    )
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
-        raise UserError(f"recipe not found: {path}; give the path to a YAML recipe, e.g. recipes/healthcare.yaml")
+        raise UserError(
+            f"recipe not found: {path}; give the path to a YAML recipe, e.g. recipes/healthcare.yaml"
+        )
     if path.is_dir():
         raise UserError(f"{path} is a folder; give the path to a YAML recipe file")
     try:
@@ -171,7 +179,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a recipe is a mapping of sections (data:, model:, train:), not a {type(data).__name__}")
+        raise UserError(
+            f"{path}: a recipe is a mapping of sections (data:, model:, train:), not a {type(data).__name__}"
+        )
     return data
 
 

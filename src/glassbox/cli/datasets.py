@@ -1,0 +1,44 @@
+"""``glassbox datasets``: the embedded data sources and their sizes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from glassbox.cli.common import print_json
+
+
+def datasets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Example: glassbox datasets --json
+
+    List the embedded data sources with their sizes; use a name as
+    data.source in a recipe. Your own data: csv:PATH (label column in
+    data.label), images:DIR (one folder per class), text:PATH.
+    """
+    from glassbox.data import list_sources
+
+    rows = list_sources()
+    if as_json:
+        print_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "kind", "task", "rows", "shape", "classes", "what")
+    for r in rows:
+        table.add_row(
+            r["name"],
+            r["kind"],
+            r["task"],
+            str(r["rows"]),
+            str(r.get("shape", "")),
+            str(r.get("classes", "")),
+            r.get("description", ""),
+        )
+    Console().print(table)
+    print("your own data: csv:PATH, images:DIR (one sub-folder per class), text:PATH")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("datasets", short_help="The embedded data sources and their sizes.")(datasets)

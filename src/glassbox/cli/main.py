@@ -1,0 +1,39 @@
+"""The ``glassbox`` command: a thin typer shell over the library.
+
+Each verb lives in its own module and only parses and calls. ``main`` turns a
+UserError into one line on stderr and exit status 2; anything else is a bug
+and keeps its traceback. Nothing heavy is imported here, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from glassbox.cli import datasets, demo, render_config, train
+from glassbox.errors import UserError
+
+app = typer.Typer(
+    name="glassbox",
+    help="glassbox: train, explain, audit and verify models on your own data.\n\nExample: glassbox demo",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+for module in (demo, train, render_config, datasets):
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="glassbox")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""``glassbox train RECIPE``: train as the recipe says and write a run folder."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from glassbox.cli.common import print_run, resolve_recipe
+
+
+def train(
+    recipe: Annotated[
+        str,
+        typer.Argument(
+            metavar="RECIPE", help="A YAML recipe file, or a shipped recipe name (healthcare, fraud, digits)."
+        ),
+    ],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a recipe value, e.g. --set model.depth=4 (repeatable).",
+        ),
+    ] = None,
+    out: Annotated[str, typer.Option(metavar="DIR", help="Folder that receives the run folder.")] = "runs",
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            metavar="RUN", help="Continue a killed run from its last checkpoint: --resume runs/<run>."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Example: glassbox train recipes/digits.yaml --set train.epochs=20
+
+    Train as RECIPE says; writes runs/<time>-<name>/ with the model, metrics
+    and report.html. A killed run continues with --resume runs/<run>.
+    """
+    from glassbox.config import load_recipe
+    from glassbox.errors import UserError
+    from glassbox.pipeline import resume_run, run_recipe
+
+    if resume is not None:
+        if set_:
+            raise UserError("--set cannot change a run being resumed; it continues with its own config.yaml")
+        run = resume_run(resume)
+    else:
+        run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out)
+    print_run(run, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", short_help="Train as a recipe says; writes a run folder.")(train)

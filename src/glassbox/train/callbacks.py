@@ -1,0 +1,127 @@
+"""Callbacks: how capabilities join a training run without editing the Trainer.
+
+In-run valuation, the ledger, learning-dynamics tracking, differential
+privacy and the progress bar are all callbacks. A callback sees the trainer
+(read its ``model``, ``optimizer_``, ``history_``) and, at each step, a
+``StepInfo`` with the batch itself and which examples it held.
+
+Order within a step: forward, backward, ``on_after_backward`` (gradients are
+there, parameters not yet updated: the place for per-example work on the
+current weights), gradient clipping, optimizer step, ``on_step_end``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from glassbox.run import Run
+    from glassbox.train.trainer import Trainer
+
+
+@dataclass
+class StepInfo:
+    step: int  # global optimizer step, counting from 1
+    epoch: int  # counting from 1
+    indices: torch.Tensor  # (B,) positions of the batch's rows in the training Dataset
+    source_ids: torch.Tensor  # (B,) the same rows' ids in the loaded source (Dataset.index)
+    x: torch.Tensor  # the batch's inputs
+    y: torch.Tensor  # the batch's targets
+    loss: torch.Tensor  # scalar mean loss of the batch (detached in on_step_end)
+    optimizer: torch.optim.Optimizer
+
+
+class Callback:
+    """Override what you need; every hook is a no-op by default."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def on_after_backward(self, trainer: Trainer, info: StepInfo) -> None: ...
+
+    def on_step_end(self, trainer: Trainer, info: StepInfo) -> None: ...
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+
+
+class RunLogger(Callback):
+    """Mirrors the trainer's history into the run folder's metrics.jsonl.
+
+    On resume the history comes back from the checkpoint, so the file is
+    rewritten from it first: steps the killed process logged after its last
+    checkpoint are dropped rather than duplicated.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._written = 0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        import json
+
+        lines = "".join(json.dumps(r) + "\n" for r in trainer.history_)
+        self.run.write_text("metrics.jsonl", lines)
+        self._written = len(trainer.history_)
+
+    def _flush(self, trainer: Trainer) -> None:
+        for record in trainer.history_[self._written :]:
+            self.run.log(record)
+        self._written = len(trainer.history_)
+
+    def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
+        self._flush(trainer)
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self._flush(trainer)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self._flush(trainer)
+
+
+class ProgressBar(Callback):
+    """A rich progress bar on a terminal; silent when stderr is not one (CI, pipes, files)."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._progress: Any = None
+        self._task: Any = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]train[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(
+            "train", total=trainer.total_steps_, completed=trainer.global_step_, status=""
+        )
+
+    def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
+        if self._progress is not None and info.step % 5 == 0:
+            self._progress.update(self._task, completed=info.step, status=f"loss {info.loss.item():.4f}")
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if self._progress is not None:
+            shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_"))
+            self._progress.update(self._task, completed=trainer.global_step_, status=f"epoch {epoch} {shown}")
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=trainer.global_step_)
+            self._progress.stop()
+            self._progress = None

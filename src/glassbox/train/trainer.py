@@ -1,0 +1,311 @@
+"""The Trainer: one loop for every model family, extended through callbacks.
+
+>>> from glassbox.config import ModelConfig, TrainConfig
+>>> from glassbox.data import load_dataset, split_dataset
+>>> from glassbox.nn import build_model
+>>> tr, va, te = split_dataset(load_dataset("iris"), 0.2, 0.2, seed=0)
+>>> model = build_model(ModelConfig(dim=16, depth=1), tr)
+>>> trainer = Trainer(model, TrainConfig(epochs=2, batch_size=32)).fit(tr, va)
+>>> sorted(trainer.evaluate(te))
+['accuracy', 'loss', 'macro_f1']
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from glassbox.config import TrainConfig
+from glassbox.data.base import Dataset
+from glassbox.errors import UserError
+from glassbox.train.callbacks import Callback, StepInfo
+from glassbox.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from glassbox.train.metrics import classification_metrics, higher_is_better, lm_metrics
+
+EVAL_BATCH = 512  # evaluation has no gradients, so larger batches are cheaper per row
+
+
+def _lr_lambda(total: int, warmup_steps: int, schedule: str):
+    def f(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+class Trainer:
+    """Fits a model on a Dataset as a TrainConfig says.
+
+    Learned state after ``fit``: ``history_`` (one record per step and per
+    epoch), ``best_metric_``, ``best_epoch_``, ``global_step_``,
+    ``stopped_early_``; the model ends with its best validation weights.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        callbacks: Iterable[Callback] = (),
+        seed: int = 0,
+        checkpoint_dir: str | Path | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.seed = seed
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    # -- losses -------------------------------------------------------------------
+    def _task(self, data: Dataset) -> str:
+        return data.task
+
+    def loss_fn(
+        self, logits: torch.Tensor, y: torch.Tensor, task: str, reduction: str = "mean"
+    ) -> torch.Tensor:
+        """Cross-entropy; for LMs over every next byte. reduction='none' gives one loss per example."""
+        if task == "lm":
+            # logits (B, T, V), y (B, T)
+            per_tok = nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
+            per_ex = per_tok.mean(dim=1)
+            return per_ex.mean() if reduction == "mean" else per_ex
+        return nn.functional.cross_entropy(logits, y, reduction=reduction)
+
+    @staticmethod
+    def inputs_targets(x: torch.Tensor, y: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if task == "lm":
+            return x[:, :-1], x[:, 1:]  # (B, T) inputs, (B, T) next-byte targets
+        return x, y
+
+    # -- batching -----------------------------------------------------------------
+    def _epoch_order(self, n: int, epoch: int) -> torch.Tensor:
+        # The order of epoch e depends only on (seed, e), so a resumed run replays
+        # the same batches without having to save the sampler.
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=g)
+
+    def _batches(self, n: int, epoch: int) -> list[torch.Tensor]:
+        order = self._epoch_order(n, epoch)
+        bs = self.config.batch_size
+        batches = [order[i : i + bs] for i in range(0, n, bs)]
+        if self.config.max_steps_per_epoch is not None:
+            batches = batches[: self.config.max_steps_per_epoch]
+        return batches
+
+    # -- evaluation ---------------------------------------------------------------
+    @torch.no_grad()
+    def predict_proba(self, data: Dataset) -> np.ndarray:
+        """Class probabilities (N, K) for classification data."""
+        if data.task != "classification":
+            raise ValueError("predict_proba is for classification data")
+        was = self.model.training
+        self.model.eval()
+        out = [
+            torch.softmax(self.model(data.X[i : i + EVAL_BATCH]), dim=-1)
+            for i in range(0, len(data), EVAL_BATCH)
+        ]
+        self.model.train(was)
+        return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def evaluate(self, data: Dataset) -> dict[str, float]:
+        if data.task == "classification":
+            return classification_metrics(data.y.numpy(), self.predict_proba(data))
+        was = self.model.training
+        self.model.eval()
+        total, count = 0.0, 0
+        for i in range(0, len(data), EVAL_BATCH):
+            x, y = self.inputs_targets(data.X[i : i + EVAL_BATCH], data.y[i : i + EVAL_BATCH], "lm")
+            total += self.loss_fn(self.model(x), y, "lm", reduction="none").sum().item()
+            count += len(x)
+        self.model.train(was)
+        return lm_metrics(total / max(1, count))
+
+    # -- fitting ------------------------------------------------------------------
+    def _monitor(self, task: str) -> str:
+        m = self.config.monitor
+        if m == "auto":
+            return "val_accuracy" if task == "classification" else "val_loss"
+        return m
+
+    def _build_optim(self) -> None:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "adamw":
+            self.optimizer_: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=c.lr, weight_decay=c.weight_decay
+            )
+        else:
+            self.optimizer_ = torch.optim.SGD(
+                params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+            )
+        warm = round(c.warmup * self.total_steps_)
+        self.scheduler_ = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer_, _lr_lambda(self.total_steps_, warm, c.schedule)
+        )
+
+    def _state(self, epoch: int, batch_in_epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "global_step": self.global_step_,
+            "optimizer": self.optimizer_.state_dict(),
+            "scheduler": self.scheduler_.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "history": self.history_,
+            "best_metric": self.best_metric_,
+            "best_epoch": self.best_epoch_,
+            "best_weights": self._best_weights,
+            "bad_epochs": self._bad_epochs,
+            "stopped_early": self.stopped_early_,
+        }
+
+    def _checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
+        if self.checkpoint_dir is not None:
+            save_checkpoint(
+                self.checkpoint_dir,
+                self.global_step_,
+                self.model.state_dict(),
+                self._state(epoch, batch_in_epoch),
+            )
+
+    def _restore(self) -> tuple[int, int]:
+        """Load the latest checkpoint; returns (epoch, batches already done in it)."""
+        assert self.checkpoint_dir is not None
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            raise UserError(f"no checkpoint to resume from in {self.checkpoint_dir}; start the run afresh")
+        weights, st = load_checkpoint(path)
+        self.model.load_state_dict(weights)
+        self.optimizer_.load_state_dict(st["optimizer"])
+        self.scheduler_.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["torch_rng"])
+        random.setstate(st["python_rng"])
+        self.global_step_ = st["global_step"]
+        self.history_ = st["history"]
+        self.best_metric_ = st["best_metric"]
+        self.best_epoch_ = st["best_epoch"]
+        self._best_weights = st["best_weights"]
+        self._bad_epochs = st["bad_epochs"]
+        self.stopped_early_ = st["stopped_early"]
+        return st["epoch"], st["batch_in_epoch"]
+
+    def fit(self, train: Dataset, val: Dataset | None = None, *, resume: bool = False) -> Trainer:
+        c = self.config
+        if c.threads is not None:
+            torch.set_num_threads(c.threads)
+        task = train.task
+        monitor = self._monitor(task)
+        self.monitor_ = monitor
+        self.train_data_ = train
+        steps_per_epoch = len(self._batches(len(train), 1))
+        self.total_steps_ = steps_per_epoch * c.epochs
+        self.history_: list[dict[str, Any]] = []
+        self.global_step_ = 0
+        self.best_metric_: float | None = None
+        self.best_epoch_: int | None = None
+        self._best_weights: dict[str, torch.Tensor] | None = None
+        self._bad_epochs = 0
+        self.stopped_early_ = False
+        torch.manual_seed(self.seed)
+        random.seed(self.seed)
+        self._build_optim()
+        start_epoch, skip = 1, 0
+        if resume:
+            start_epoch, skip = self._restore()
+
+        self.model.train()
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        for epoch in range(start_epoch, c.epochs + 1):
+            if self.stopped_early_:
+                break  # resumed from the checkpoint written when early stopping fired
+            self._run_epoch(train, epoch, skip, task)
+            skip = 0
+            self._end_epoch(val, epoch, monitor)
+        if self._best_weights is not None:
+            self.model.load_state_dict(self._best_weights)
+        self.model.eval()
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return self
+
+    def _run_epoch(self, train: Dataset, epoch: int, skip: int, task: str) -> None:
+        c = self.config
+        every = c.checkpoint_every
+        batches = self._batches(len(train), epoch)
+        for b, idx in enumerate(batches):
+            if b < skip:
+                continue  # done before the checkpoint we resumed from
+            x, y = self.inputs_targets(train.X[idx], train.y[idx], task)
+            loss = self.loss_fn(self.model(x), y, task)
+            if not torch.isfinite(loss):
+                raise UserError(
+                    f"training loss became {loss.item()} at step {self.global_step_ + 1}; lower train.lr"
+                )
+            self.optimizer_.zero_grad(set_to_none=True)
+            loss.backward()
+            self.global_step_ += 1
+            info = StepInfo(self.global_step_, epoch, idx, train.index[idx], x, y, loss, self.optimizer_)
+            for cb in self.callbacks:
+                cb.on_after_backward(self, info)
+            if c.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.optimizer_.step()
+            lr = self.scheduler_.get_last_lr()[0]
+            self.scheduler_.step()
+            info.loss = loss.detach()
+            self.history_.append(
+                {"step": self.global_step_, "epoch": epoch, "train_loss": loss.item(), "lr": lr}
+            )
+            for cb in self.callbacks:
+                cb.on_step_end(self, info)
+            if every and self.global_step_ % every == 0:
+                self._checkpoint(epoch, b + 1)
+
+    def _end_epoch(self, val: Dataset | None, epoch: int, monitor: str) -> None:
+        """Evaluate, track the best weights, decide on early stopping, checkpoint."""
+        record: dict[str, Any] = {"step": self.global_step_, "epoch": epoch}
+        steps = [r["train_loss"] for r in self.history_ if r.get("epoch") == epoch and "train_loss" in r]
+        if steps:
+            record["train_loss_epoch"] = float(np.mean(steps))
+        if val is not None and len(val):
+            metrics = {f"val_{k}": v for k, v in self.evaluate(val).items()}
+            record.update(metrics)
+            if monitor not in metrics:
+                known = ", ".join(sorted(metrics))
+                raise UserError(f"train.monitor '{monitor}' is not measured here; choose one of {known}")
+            value = metrics[monitor]
+            better = (
+                self.best_metric_ is None
+                or (higher_is_better(monitor) and value > self.best_metric_)
+                or (not higher_is_better(monitor) and value < self.best_metric_)
+            )
+            if better:
+                self.best_metric_, self.best_epoch_, self._bad_epochs = value, epoch, 0
+                self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                self._bad_epochs += 1
+                patience = self.config.patience
+                self.stopped_early_ = patience is not None and self._bad_epochs >= patience
+        self.history_.append(record)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, epoch, record)
+        if self.config.checkpoint_every == 0:
+            self._checkpoint(epoch + 1, 0)
+
+    def iter_batches(self, data: Dataset, epoch: int = 1) -> Iterator[torch.Tensor]:
+        """The batch positions the trainer would use in ``epoch`` (for tools that replay training)."""
+        yield from self._batches(len(data), epoch)

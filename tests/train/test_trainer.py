@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from glassbox.config import ModelConfig, TrainConfig
+from glassbox.data import load_dataset, split_dataset
+from glassbox.errors import UserError
+from glassbox.nn import build_model
+from glassbox.train import Callback, Trainer
+from glassbox.train.metrics import classification_metrics, higher_is_better
+from glassbox.train.trainer import _lr_lambda
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return split_dataset(load_dataset("iris"), 0.2, 0.2, seed=0)
+
+
+def small(train, **cfg):
+    return build_model(ModelConfig(dim=16, depth=1, dropout=0.0), train), TrainConfig(**cfg)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+        self.seen = []
+
+    def on_fit_start(self, trainer):
+        self.events.append("fit_start")
+
+    def on_after_backward(self, trainer, info):
+        # gradients exist, the step has not happened yet
+        assert any(p.grad is not None for p in trainer.model.parameters())
+        self.events.append("after_backward")
+
+    def on_step_end(self, trainer, info):
+        self.seen.append(info.indices.clone())
+        assert torch.equal(info.source_ids, trainer.train_data_.index[info.indices])
+        assert info.optimizer is trainer.optimizer_
+        self.events.append("step_end")
+
+    def on_epoch_end(self, trainer, epoch, metrics):
+        self.events.append(f"epoch_end{epoch}")
+
+    def on_fit_end(self, trainer):
+        self.events.append("fit_end")
+
+
+def test_callbacks_see_every_example_once_per_epoch(iris):
+    train, val, _ = iris
+    model, cfg = small(train, epochs=2, batch_size=32, patience=None)
+    rec = Recorder()
+    Trainer(model, cfg, callbacks=[rec]).fit(train, val)
+    per_epoch = math.ceil(len(train) / 32)
+    assert rec.events[0] == "fit_start" and rec.events[-1] == "fit_end"
+    assert rec.events.count("step_end") == 2 * per_epoch
+    first_epoch = torch.cat(rec.seen[:per_epoch])
+    assert sorted(first_epoch.tolist()) == list(range(len(train)))
+
+
+def test_training_learns_iris(iris):
+    train, val, test = iris
+    model, cfg = small(train, epochs=30, batch_size=16, lr=3e-3)
+    trainer = Trainer(model, cfg).fit(train, val)
+    assert trainer.evaluate(test)["accuracy"] >= 0.85
+    assert trainer.best_epoch_ is not None
+
+
+def test_early_stopping_restores_best_weights(iris):
+    train, val, _ = iris
+    # lr tiny: nothing improves after the first epoch, so patience 2 stops at epoch 3
+    model, cfg = small(train, epochs=50, lr=1e-9, warmup=0.0, patience=2, monitor="val_accuracy")
+    trainer = Trainer(model, cfg).fit(train, val)
+    assert trainer.stopped_early_
+    epochs = [r["epoch"] for r in trainer.history_ if "val_accuracy" in r]
+    assert len(epochs) < 50
+    assert trainer.evaluate(val)["accuracy"] == pytest.approx(trainer.best_metric_)
+
+
+def test_sgd_and_constant_schedule(iris):
+    train, val, _ = iris
+    model, cfg = small(train, epochs=1, optimizer="sgd", schedule="constant", warmup=0.0)
+    trainer = Trainer(model, cfg).fit(train, val)
+    assert isinstance(trainer.optimizer_, torch.optim.SGD)
+    lrs = {r["lr"] for r in trainer.history_ if "lr" in r}
+    assert lrs == {cfg.lr}
+
+
+def test_warmup_then_cosine_shape():
+    f = _lr_lambda(total=100, warmup_steps=10, schedule="cosine")
+    assert f(0) == pytest.approx(0.1)
+    assert f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5)
+    assert f(100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_unknown_monitor_is_a_user_error(iris):
+    train, val, _ = iris
+    model, cfg = small(train, epochs=1, monitor="val_auroc")  # iris has 3 classes: no AUROC
+    with pytest.raises(UserError, match="train.monitor"):
+        Trainer(model, cfg).fit(train, val)
+
+
+def test_diverging_loss_is_a_user_error(iris):
+    train, val, _ = iris
+    model, cfg = small(train, epochs=3, lr=1e6, warmup=0.0, grad_clip=None)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1e30)
+    with pytest.raises(UserError, match="lower train.lr"):
+        Trainer(model, cfg).fit(train, val)
+
+
+def test_metrics_against_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p1 = np.clip(y * 0.6 + rng.random(200) * 0.5, 0, 1)
+    prob = np.stack([1 - p1, p1], axis=1)
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+
+    m = classification_metrics(y, prob)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, prob.argmax(1)))
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p1))
+    assert m["loss"] == pytest.approx(log_loss(y, np.clip(prob, 1e-12, 1)), rel=1e-6)
+    assert higher_is_better("val_accuracy") and not higher_is_better("val_loss")
