@@ -25,17 +25,13 @@ def datasets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "kind", "task", "rows", "shape", "classes", "what")
+    table = Table("kind", "rows", "shape", "classes", "what")
+    table.add_column("name", no_wrap=True)
+    table.columns.insert(0, table.columns.pop())  # the name first, and never wrapped
     for r in rows:
-        table.add_row(
-            r["name"],
-            r["kind"],
-            r["task"],
-            str(r["rows"]),
-            str(r.get("shape", "")),
-            str(r.get("classes", "")),
-            r.get("description", ""),
-        )
+        shape = "x".join(map(str, r.get("shape", [])))
+        classes = str(r.get("classes") or "-")
+        table.add_row(r["name"], r["kind"], str(r["rows"]), shape, classes, r["description"])
     Console().print(table)
     print("your own data: csv:PATH, images:DIR (one sub-folder per class), text:PATH")
 

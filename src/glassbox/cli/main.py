@@ -27,13 +27,20 @@ for module in (demo, train, render_config, datasets):
     module.register(app)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit status (the console script exits with it)."""
     try:
         app(args=argv, prog_name="glassbox")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    except SystemExit as done:
+        # typer ends every command with sys.exit; turn it into a return value
+        # so that tests and embedders can call main() like a function.
+        code = done.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

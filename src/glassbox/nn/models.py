@@ -1,0 +1,228 @@
+"""The Transformer: tokenizer, a stack of blocks, a final norm and a head.
+
+One class serves every kind of data. Tabular and image models classify from
+the CLS token; text models are causal byte-level language models with a
+KV-cached ``decode_step`` for generation.
+
+``build_model`` makes a fresh model for a dataset and records in
+``model.spec_`` everything needed to rebuild it without the data;
+``save_model`` / ``load_model`` store that spec as ``model.json`` next to the
+weights in ``model.safetensors``.
+
+>>> import torch
+>>> from glassbox.config import ModelConfig
+>>> from glassbox.data.base import Dataset
+>>> data = Dataset("toy", "tabular", "classification", torch.randn(20, 3),
+...                torch.randint(0, 2, (20,)), feature_names=["a", "b", "c"], classes=["no", "yes"])
+>>> model = build_model(ModelConfig(dim=16, depth=1, heads=2), data)
+>>> model(data.X[:5]).shape
+torch.Size([5, 2])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from glassbox.config import ModelConfig
+from glassbox.data.base import Dataset
+from glassbox.errors import UserError
+from glassbox.nn.attention import KINDS, State
+from glassbox.nn.blocks import Block
+from glassbox.nn.tokenizers import TOKENIZERS
+
+WEIGHTS = "model.safetensors"
+SPEC = "model.json"
+SPEC_FORMAT = 1  # bump when the spec's meaning changes, so old files fail loudly
+VOCAB = 256  # byte-level text: every byte is a token
+
+
+class Transformer(nn.Module):
+    """``forward(x)`` gives logits: ``(B, n_classes)`` for classification, ``(B, T, 256)`` for text.
+
+    Text models read ``(B, T)`` byte ids, i.e. ``dataset.X[:, :-1]``, and
+    predict ``dataset.X[:, 1:]``.
+    """
+
+    def __init__(self, cfg: ModelConfig, kind: str, input_shape: tuple[int, ...], n_outputs: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.lm = kind == "text"
+        self.tokenizer = TOKENIZERS.build(kind, cfg=cfg, input_shape=input_shape)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.attention, causal=self.lm)
+            for _ in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, n_outputs)
+        self.spec_: dict[str, Any] = {}  # filled by build_model / model_from_spec
+
+    def encode(
+        self, x: torch.Tensor, states: list[State] | None = None, offset: int = 0
+    ) -> tuple[torch.Tensor, list[State] | None]:
+        """Final-normed token features ``(B, N, dim)`` and the blocks' updated states."""
+        h = self.drop(self.tokenizer(x, offset=offset))  # (B, N, dim)
+        new_states: list[State] | None = None if states is None else []
+        for i, block in enumerate(self.blocks):
+            h, s = block(h, None if states is None else states[i])
+            if new_states is not None:
+                new_states.append(s)
+        return self.norm(h), new_states
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.encode(x)
+        if self.lm:
+            return self.head(h)  # (B, T, 256)
+        return self.head(h[:, 0])  # (B, n_classes), from the CLS token
+
+    def decode_step(
+        self, tokens: torch.Tensor, states: list[State] | None = None, offset: int = 0
+    ) -> tuple[torch.Tensor, list[State]]:
+        """Feed ``tokens`` ``(B, T)`` at absolute positions ``offset..offset+T-1``.
+
+        Pass ``states=None`` (and ``offset=0``) for the prompt, then the
+        returned states with the next tokens. Returns ``(logits (B, T, 256), states)``.
+        """
+        if not self.lm:
+            raise ValueError("decode_step is for text models; this one classifies")
+        if states is None:
+            states = [{} for _ in self.blocks]
+        h, new_states = self.encode(tokens, states, offset)
+        assert new_states is not None
+        return self.head(h), new_states
+
+    def generate(
+        self,
+        prompt_ids: torch.Tensor | list[int] | bytes,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """See ``glassbox.nn.lm.generate``."""
+        from glassbox.nn.lm import generate
+
+        return generate(self, prompt_ids, max_new_tokens, temperature, top_k, generator)
+
+
+def _check(config: ModelConfig, dataset: Dataset) -> None:
+    if config.dim % config.heads:
+        fits = [h for h in range(1, min(config.dim, 16) + 1) if config.dim % h == 0]
+        raise UserError(
+            f"model.dim={config.dim} is not divisible by model.heads={config.heads}; "
+            f"choose heads from {', '.join(map(str, fits))} or change model.dim"
+        )
+    if config.attention not in KINDS:
+        try:
+            KINDS.get(config.attention)
+        except UserError as err:
+            raise UserError(f"model.attention: {err}") from None
+    want = {"tabular": 2, "image": 4, "text": 2}
+    if dataset.kind not in want:
+        raise UserError(f"no model for data kind '{dataset.kind}'; valid: {', '.join(want)}")
+    if dataset.X.ndim != want[dataset.kind]:
+        raise ValueError(f"{dataset.kind} data must be {want[dataset.kind]}-D, got {tuple(dataset.X.shape)}")
+    if (dataset.task == "lm") != (dataset.kind == "text"):
+        raise ValueError(f"{dataset.kind} data with task '{dataset.task}' is not supported")
+    if dataset.kind == "text" and dataset.X.shape[1] - 1 > config.max_len:
+        raise UserError(
+            f"text windows of {dataset.X.shape[1] - 1} bytes are longer than model.max_len={config.max_len}; "
+            "raise model.max_len or lower data.seq_len"
+        )
+    if dataset.task == "classification" and dataset.n_classes < 1:
+        raise UserError(f"dataset '{dataset.name}' has no classes to predict")
+
+
+def build_model(config: ModelConfig, dataset: Dataset) -> Transformer:
+    """A fresh model for ``dataset`` (its training split), input statistics set from ``dataset.X``."""
+    _check(config, dataset)
+    shape = list(dataset.X.shape[1:])
+    spec: dict[str, Any] = {
+        "format": SPEC_FORMAT,
+        "model": config.model_dump(mode="json"),
+        "dataset": dataset.name,
+        "kind": dataset.kind,
+        "task": dataset.task,
+        "n_features": shape[0] if dataset.kind == "tabular" else None,
+        "image_shape": shape if dataset.kind == "image" else None,
+        "classes": [str(c) for c in dataset.classes],
+        "feature_names": [str(f) for f in dataset.feature_names],
+    }
+    model = model_from_spec(spec)
+    with torch.no_grad():
+        model.tokenizer.fit(dataset.X)
+    return model
+
+
+def model_from_spec(spec: dict[str, Any]) -> Transformer:
+    """The architecture ``spec`` describes, freshly initialised (load weights into it next)."""
+    if spec.get("format") != SPEC_FORMAT:
+        raise UserError(
+            f"model spec format {spec.get('format')!r} is not {SPEC_FORMAT}; "
+            "the model was saved by another glassbox version, retrain it"
+        )
+    try:
+        cfg = ModelConfig(**spec["model"])
+    except (ValidationError, KeyError, TypeError) as err:
+        raise UserError(f"the model spec has no valid 'model' section: {err}") from None
+    kind = spec["kind"]
+    if kind == "tabular":
+        input_shape: tuple[int, ...] = (int(spec["n_features"]),)
+    elif kind == "image":
+        input_shape = tuple(int(s) for s in spec["image_shape"])
+    else:
+        input_shape = ()
+    n_outputs = VOCAB if spec["task"] == "lm" else len(spec["classes"])
+    model = Transformer(cfg, kind, input_shape, n_outputs)
+    model.spec_ = json.loads(json.dumps(spec))  # a private, plain-JSON copy
+    return model
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Run ``write(tmp_path)`` then move it over ``path``, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_model(model: Transformer, directory: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns the folder."""
+    if not model.spec_:
+        raise ValueError("model has no spec_; make it with build_model or model_from_spec")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    # safetensors' save_model, unlike save_file, drops aliases of tied tensors
+    # (save_file refuses shared storage) and load_model restores them.
+    _atomic_write(d / WEIGHTS, lambda p: safetensors.torch.save_model(model, str(p), force_contiguous=True))
+    text = json.dumps(model.spec_, indent=2) + "\n"
+    _atomic_write(d / SPEC, lambda p: p.write_text(text))
+    return d
+
+
+def load_model(directory: str | Path) -> Transformer:
+    """The model saved in ``directory`` by ``save_model``, in eval mode on the CPU."""
+    d = Path(directory)
+    for name in (SPEC, WEIGHTS):
+        if not (d / name).is_file():
+            raise UserError(f"no {name} in {d}; give the folder a run saved its model to")
+    try:
+        spec = json.loads((d / SPEC).read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{d / SPEC} is not valid JSON ({err}); the file is damaged") from None
+    model = model_from_spec(spec)
+    try:
+        safetensors.torch.load_model(model, str(d / WEIGHTS), strict=True)
+    except RuntimeError as err:
+        raise UserError(f"{d / WEIGHTS} does not match {d / SPEC}: {err}") from None
+    return model.eval()
