@@ -22,7 +22,6 @@ torch.Size([5, 2])
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from glassbox.errors import UserError
 from glassbox.nn.attention import KINDS, State
 from glassbox.nn.blocks import Block
 from glassbox.nn.tokenizers import TOKENIZERS
+from glassbox.run import atomic_path, atomic_write_text
 
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
@@ -186,16 +186,6 @@ def model_from_spec(spec: dict[str, Any]) -> Transformer:
     return model
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Run ``write(tmp_path)`` then move it over ``path``, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_model(model: Transformer, directory: str | Path) -> Path:
     """Write ``model.safetensors`` and ``model.json`` into ``directory``; returns the folder."""
     if not model.spec_:
@@ -204,9 +194,9 @@ def save_model(model: Transformer, directory: str | Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     # safetensors' save_model, unlike save_file, drops aliases of tied tensors
     # (save_file refuses shared storage) and load_model restores them.
-    _atomic_write(d / WEIGHTS, lambda p: safetensors.torch.save_model(model, str(p), force_contiguous=True))
-    text = json.dumps(model.spec_, indent=2) + "\n"
-    _atomic_write(d / SPEC, lambda p: p.write_text(text))
+    with atomic_path(d / WEIGHTS) as tmp:
+        safetensors.torch.save_model(model, str(tmp), force_contiguous=True)
+    atomic_write_text(d / SPEC, json.dumps(model.spec_, indent=2) + "\n")
     return d
 
 

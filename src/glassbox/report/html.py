@@ -12,8 +12,6 @@ import base64
 import datetime as dt
 import functools
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from glassbox.report import plots
+from glassbox.run import atomic_write_text
 
 if TYPE_CHECKING:
     import jinja2
@@ -88,7 +87,7 @@ def write_report(
             extra_sections=sections,
         )
     )
-    _write_atomic(path, html)
+    atomic_write_text(path, html)
     return path
 
 
@@ -282,21 +281,3 @@ def _tree(value: Any) -> Any:
             return "[" + ", ".join([_scalar(v) for v in head] + more) + "]"
         return [_tree(v) for v in head] + more
     return _scalar(value)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # A reader (a browser, a CI artifact upload) never sees half a report, and a
-    # failed write leaves the previous report in place.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); a report is meant to be shared and served.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,0 +1,72 @@
+"""Train / validation / test splits that every run makes the same way.
+
+Classification splits are stratified so that a rare class (the fraud set's
+2 %) appears in every part in the same proportion; language-model windows are
+split in file order, because neighbouring windows share context and would
+otherwise leak text from train into test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glassbox.data.base import Dataset
+from glassbox.errors import UserError
+
+
+def _sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Rows for validation and test: at least one each, leaving at least one for training."""
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise UserError(
+            f"data.val_fraction ({val_fraction}) and data.test_fraction ({test_fraction}) must each be"
+            " between 0 and 1 and sum to less than 1; lower them in the recipe"
+        )
+    n_val = max(1, round(n * val_fraction))
+    n_test = max(1, round(n * test_fraction))
+    if n - n_val - n_test < 1:
+        raise UserError(
+            f"{n} rows are too few to split into train, validation and test; use more data"
+            " (or a longer text, or a smaller data.seq_len)"
+        )
+    return n_val, n_test
+
+
+def _can_stratify(y: np.ndarray, n_out: int) -> bool:
+    """Whether sklearn can stratify: every class twice, and room for every class on both sides."""
+    counts = np.bincount(y)
+    counts = counts[counts > 0]
+    return counts.min() >= 2 and n_out >= len(counts) and len(y) - n_out >= len(counts)
+
+
+def _cut(rows: np.ndarray, y: np.ndarray, n_out: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` into (kept, n_out taken), stratified by ``y`` when that is possible."""
+    from sklearn.model_selection import train_test_split  # slow import; only runs need it
+
+    # Tiny or very unbalanced data cannot be stratified; a plain shuffle split
+    # is the best that exists then, so it is not an error.
+    stratify = y if _can_stratify(y, n_out) else None
+    kept, out = train_test_split(rows, test_size=n_out, random_state=seed, stratify=stratify)
+    return kept, out
+
+
+def split_dataset(
+    ds: Dataset, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, val, test), disjoint and covering every row; each keeps source order.
+
+    Rows are positions in ``ds``; ``index`` still maps each to the source row.
+    """
+    n = len(ds)
+    n_val, n_test = _sizes(n, val_fraction, test_fraction)
+    if ds.task == "lm":
+        n_train = n - n_val - n_test
+        rows = np.arange(n)
+        return (
+            ds.subset(rows[:n_train]),
+            ds.subset(rows[n_train : n_train + n_val]),
+            ds.subset(rows[n_train + n_val :]),
+        )
+    y = ds.y.numpy()
+    rest, test = _cut(np.arange(n), y, n_test, seed)
+    train, val = _cut(rest, y[rest], n_val, seed)
+    return ds.subset(np.sort(train)), ds.subset(np.sort(val)), ds.subset(np.sort(test))
