@@ -61,6 +61,9 @@ class TrainConfig(Section):
     momentum: float = Field(0.9, ge=0, lt=1)  # SGD only
     warmup: float = Field(0.05, ge=0, lt=1)  # fraction of all steps spent warming up
     schedule: Literal["cosine", "constant"] = "cosine"
+    # balanced: weigh each class by n / (K * count), so rare classes (fraud)
+    # are not ignored; reported losses stay unweighted.
+    class_weight: Literal["none", "balanced"] = "none"
     grad_clip: float | None = Field(1.0, gt=0)  # max gradient norm; None turns clipping off
     # Early stopping and best-weights metric: auto is val_accuracy for
     # classification and val_loss for language models.

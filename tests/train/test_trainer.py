@@ -128,3 +128,32 @@ def test_metrics_against_sklearn():
     assert m["auroc"] == pytest.approx(roc_auc_score(y, p1))
     assert m["loss"] == pytest.approx(log_loss(y, np.clip(prob, 1e-12, 1)), rel=1e-6)
     assert higher_is_better("val_accuracy") and not higher_is_better("val_loss")
+
+
+def test_balanced_class_weights_match_sklearn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from glassbox.data.base import Dataset
+
+    y = torch.tensor([0] * 90 + [1] * 8 + [2] * 2)
+    ds = Dataset("t", "tabular", "classification", torch.zeros(100, 1), y, classes=["a", "b", "c"])
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=y.numpy())
+    assert torch.allclose(Trainer.balanced_weights(ds), torch.tensor(expected, dtype=torch.float32))
+
+
+def test_balanced_weights_raise_minority_recall():
+    from glassbox.data.base import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    n = 2000
+    y = (torch.rand(n, generator=g) < 0.05).long()
+    x = torch.randn(n, 2, generator=g) + y[:, None] * 1.2  # overlapping classes
+    ds = Dataset("imb", "tabular", "classification", x, y, classes=["no", "yes"])
+    train, _val, test = split_dataset(ds, 0.2, 0.3, seed=0)
+    recalls = {}
+    for cw in ("none", "balanced"):
+        model, cfg = small(train, epochs=5, batch_size=64, lr=3e-3, class_weight=cw, patience=None)
+        trainer = Trainer(model, cfg, seed=0).fit(train, None)
+        pred = trainer.predict_proba(test).argmax(1)
+        recalls[cw] = (pred[test.y.numpy() == 1] == 1).mean()
+    assert recalls["balanced"] > recalls["none"] + 0.2

@@ -72,15 +72,30 @@ class Trainer:
         return data.task
 
     def loss_fn(
-        self, logits: torch.Tensor, y: torch.Tensor, task: str, reduction: str = "mean"
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        task: str,
+        reduction: str = "mean",
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Cross-entropy; for LMs over every next byte. reduction='none' gives one loss per example."""
+        """Cross-entropy; for LMs over every next byte. reduction='none' gives one loss per example.
+
+        ``weight`` (K,) weighs classes, as ``train.class_weight: balanced`` asks.
+        """
         if task == "lm":
             # logits (B, T, V), y (B, T)
             per_tok = nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
             per_ex = per_tok.mean(dim=1)
             return per_ex.mean() if reduction == "mean" else per_ex
-        return nn.functional.cross_entropy(logits, y, reduction=reduction)
+        return nn.functional.cross_entropy(logits, y, reduction=reduction, weight=weight)
+
+    @staticmethod
+    def balanced_weights(train: Dataset) -> torch.Tensor:
+        """n / (K * count_k), as scikit-learn's class_weight='balanced'; absent classes get 0."""
+        counts = torch.bincount(train.y, minlength=train.n_classes).float()
+        w = len(train) / (train.n_classes * counts.clamp(min=1))
+        return torch.where(counts > 0, w, torch.zeros_like(w))
 
     @staticmethod
     def inputs_targets(x: torch.Tensor, y: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,6 +225,8 @@ class Trainer:
         monitor = self._monitor(task)
         self.monitor_ = monitor
         self.train_data_ = train
+        balanced = c.class_weight == "balanced" and task == "classification"
+        self.class_weights_ = self.balanced_weights(train) if balanced else None
         steps_per_epoch = len(self._batches(len(train), 1))
         self.total_steps_ = steps_per_epoch * c.epochs
         self.history_: list[dict[str, Any]] = []
@@ -250,7 +267,7 @@ class Trainer:
             if b < skip:
                 continue  # done before the checkpoint we resumed from
             x, y = self.inputs_targets(train.X[idx], train.y[idx], task)
-            loss = self.loss_fn(self.model(x), y, task)
+            loss = self.loss_fn(self.model(x), y, task, weight=self.class_weights_)
             if not torch.isfinite(loss):
                 raise UserError(
                     f"training loss became {loss.item()} at step {self.global_step_ + 1}; lower train.lr"
