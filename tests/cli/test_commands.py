@@ -34,8 +34,17 @@ def test_help_is_fast_and_imports_no_torch():
 
 
 def test_usage_errors_exit_2(capsys):
+    assert main(["train", "--bogus"]) == 2
+    assert "--bogus" in capsys.readouterr().err
     assert main(["train"]) == 2
-    assert "Missing argument" in capsys.readouterr().err
+    assert "give a recipe" in capsys.readouterr().err
+
+
+def test_resume_cli(tmp_path, capsys):
+    assert main(["train", "healthcare", "--resume", str(tmp_path)]) == 2
+    assert "without RECIPE" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a glassbox run folder" in capsys.readouterr().err
 
 
 def test_datasets_json(capsys):

@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # The run folder already says "failed"; its checkpoints remain.
+        print("interrupted; continue training with: glassbox train --resume runs/<run>", file=sys.stderr)
+        return 130
     except SystemExit as done:
         # typer ends every command with sys.exit; turn it into a return value
         # so that tests and embedders can call main() like a function.

@@ -11,11 +11,13 @@ from glassbox.cli.common import print_run, resolve_recipe
 
 def train(
     recipe: Annotated[
-        str,
+        str | None,
         typer.Argument(
-            metavar="RECIPE", help="A YAML recipe file, or a shipped recipe name (healthcare, fraud, digits)."
+            metavar="RECIPE",
+            help="A YAML recipe file, or a shipped recipe name (healthcare, fraud, digits).",
+            show_default=False,
         ),
-    ],
+    ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -36,16 +38,20 @@ def train(
     """Example: glassbox train recipes/digits.yaml --set train.epochs=20
 
     Train as RECIPE says; writes runs/<time>-<name>/ with the model, metrics
-    and report.html. A killed run continues with --resume runs/<run>.
+    and report.html. A killed run continues with: glassbox train --resume runs/<run>
     """
     from glassbox.config import load_recipe
     from glassbox.errors import UserError
     from glassbox.pipeline import resume_run, run_recipe
 
     if resume is not None:
-        if set_:
-            raise UserError("--set cannot change a run being resumed; it continues with its own config.yaml")
+        if recipe is not None or set_:
+            raise UserError(
+                "a resumed run continues with its own config.yaml: give --resume RUN without RECIPE or --set"
+            )
         run = resume_run(resume)
+    elif recipe is None:
+        raise UserError("give a recipe (e.g. glassbox train recipes/healthcare.yaml) or --resume runs/<run>")
     else:
         run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out)
     print_run(run, as_json)
