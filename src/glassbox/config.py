@@ -47,6 +47,10 @@ class ModelConfig(Section):
     mlp_ratio: float = Field(2.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     attention: str = "softmax"  # a registered kind: glassbox.nn.attention.KINDS
+    # Options of the efficient kinds; each kind reads only its own (KindSpec.options).
+    window: int = Field(256, ge=1)  # sliding: how many past (or, bidirectional, nearby) keys a query sees
+    chunk_size: int = Field(64, ge=1)  # linear, gla, deltanet: chunk length of the training form
+    feature_map: Literal["elu", "taylor"] = "elu"  # linear: elu+1, or Based's 2nd-order Taylor of exp
     patch: int = Field(2, ge=1)  # image patch side; digits are 8 x 8, so 2 gives 16 tokens
     conv_stem: bool = False  # a small convolution before patching (the hybrid)
     max_len: int = Field(512, ge=1)  # longest byte sequence the positional table covers

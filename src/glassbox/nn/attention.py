@@ -18,14 +18,19 @@ registered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from glassbox.registry import Registry
 
-State = dict[str, torch.Tensor]
+# A kind's decoding memory: tensors (a KV cache, a recurrent matrix) and,
+# for ``auto``, the name of the kind it chose.
+State = dict[str, Any]
 
 
 class AttentionKind(Protocol):
@@ -42,6 +47,47 @@ class AttentionKind(Protocol):
 
 
 KINDS: Registry[AttentionKind] = Registry("attention kind")
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """What the model, the contract tests and the benchmarks need to know about a kind.
+
+    ``reference`` is the naive twin with the kind's own signature: the slow,
+    obviously right definition (a loop over time for recurrent kinds) that
+    the fast form is held to, outputs, states and gradients alike.
+    """
+
+    reference: AttentionKind
+    # Recipe options (ModelConfig fields) the kind accepts as keyword arguments.
+    options: tuple[str, ...] = ()
+    # False for kinds whose recurrence has a direction and no bidirectional form.
+    bidirectional: bool = True
+    # Builds the module that computes per-step inputs from the block input
+    # x (B, T, dim), e.g. gates or write strengths: fn(dim, heads, head_dim)
+    # -> nn.Module whose forward(x) returns a dict of keyword arguments.
+    extras: Callable[[int, int, int], nn.Module] | None = None
+    # Random per-step inputs for tests and benchmarks: fn(B, T, H, D, generator, dtype) -> kwargs.
+    example_inputs: Callable[..., dict[str, torch.Tensor]] | None = None
+    # A random, valid state to start decoding from: fn(B, H, D, generator, dtype) -> State.
+    example_state: Callable[..., State] | None = None
+    # Options the contract tests use, chosen so short test sequences still
+    # cross chunk and window boundaries (e.g. {"window": 17}).
+    example_options: dict[str, Any] = field(default_factory=dict)
+
+
+SPECS: dict[str, KindSpec] = {}
+
+
+def register_kind(name: str, spec: KindSpec) -> Callable[[AttentionKind], AttentionKind]:
+    """Register ``fn`` as attention kind ``name``; the contract test then covers it."""
+
+    def deco(fn: AttentionKind) -> AttentionKind:
+        KINDS.register(name)(fn)
+        SPECS[name] = spec
+        return fn
+
+    return deco
 
 
 def attention(
@@ -84,7 +130,30 @@ def _chunk_causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     return (cols <= rows)[None, None]
 
 
-@KINDS.register("softmax")
+def _naive_softmax(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    state: State | None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> tuple[torch.Tensor, State | None]:
+    from glassbox.nn.naive import naive_softmax_attention
+
+    if state is not None:
+        if "k" in state:
+            k, v = torch.cat([state["k"], k], 1), torch.cat([state["v"], v], 1)
+        state = {"k": k, "v": v}
+    return naive_softmax_attention(q, k, v, causal=causal, scale=scale), state
+
+
+def _example_cache(B: int, H: int, D: int, generator: torch.Generator, dtype: torch.dtype) -> State:
+    return {name: torch.randn(B, 3, H, D, generator=generator, dtype=dtype) for name in ("k", "v")}
+
+
+@register_kind("softmax", KindSpec(reference=_naive_softmax, example_state=_example_cache))
 def softmax_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -129,3 +198,8 @@ def softmax_attention(
         scale=scale,
     )
     return out.transpose(1, 2), state  # (B, Tq, H, D)
+
+
+# The other kinds live in glassbox.nn.kinds, one module each; importing the
+# package registers them. Placed last because they import KINDS from here.
+from glassbox.nn import kinds as _kinds  # noqa: E402, F401

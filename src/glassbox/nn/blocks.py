@@ -12,10 +12,12 @@ token at a time; ``state=None`` is the ordinary full-sequence forward.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from glassbox.nn.attention import KINDS, State, attention
+from glassbox.nn.attention import KINDS, SPECS, State, attention
 from glassbox.nn.naive import softmax_weights
 
 
@@ -46,14 +48,20 @@ class MultiHeadAttention(nn.Module):
         attention: str = "softmax",
         causal: bool = False,
         dropout: float = 0.0,
+        options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         KINDS.get(attention)  # an unknown kind fails here, not at the first forward
+        spec = SPECS[attention]
         self.heads = heads
         self.kind = attention
         self.causal = causal
+        # Only the options this kind understands, e.g. window for sliding.
+        self.options = {k: v for k, v in (options or {}).items() if k in spec.options}
+        # Per-step inputs some kinds need (gla's decay gates, deltanet's betas).
+        self.extras = spec.extras(dim, heads, dim // heads) if spec.extras is not None else None
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
@@ -65,7 +73,10 @@ class MultiHeadAttention(nn.Module):
         # One matmul for all three; unbind gives views whose last dim is
         # contiguous, which is all the fused attention kernel needs.
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, dim // self.heads).unbind(2)  # (B, T, H, D)
-        y, state = attention(q, k, v, kind=self.kind, causal=self.causal, state=state)
+        extra = self.extras(x) if self.extras is not None else {}
+        y, state = attention(
+            q, k, v, kind=self.kind, causal=self.causal, state=state, **self.options, **extra
+        )
         if self.record_maps:
             y = self._with_maps(q, k, v, state)
         return self.drop(self.out(y.reshape(B, T, dim))), state
@@ -97,11 +108,14 @@ class Block(nn.Module):
         dropout: float = 0.0,
         attention: str = "softmax",
         causal: bool = False,
+        options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         hidden = max(1, round(dim * mlp_ratio))
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = MultiHeadAttention(dim, heads, attention=attention, causal=causal, dropout=dropout)
+        self.attn = MultiHeadAttention(
+            dim, heads, attention=attention, causal=causal, dropout=dropout, options=options
+        )
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(
             nn.Linear(dim, hidden),

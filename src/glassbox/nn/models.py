@@ -57,8 +57,11 @@ class Transformer(nn.Module):
         self.lm = kind == "text"
         self.tokenizer = TOKENIZERS.build(kind, cfg=cfg, input_shape=input_shape)
         self.drop = nn.Dropout(cfg.dropout)
+        options = {"window": cfg.window, "chunk_size": cfg.chunk_size, "feature_map": cfg.feature_map}
         self.blocks = nn.ModuleList(
-            Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.attention, causal=self.lm)
+            Block(
+                cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.attention, causal=self.lm, options=options
+            )
             for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.dim)

@@ -2,9 +2,9 @@
 
 These are the definitions the fast kinds in ``glassbox.nn.attention`` are
 checked against, so they favour being obviously right over being quick: one
-einsum for the scores, an explicit mask, an explicit softmax. ``REFERENCES``
-maps each registered kind to its twin; the contract test fails for a kind
-that has none.
+einsum for the scores, an explicit mask, an explicit softmax. Each kind's
+``KindSpec.reference`` names its twin; the other kinds' twins live beside
+them in ``glassbox.nn.kinds``.
 
 Queries are always the *last* ``Tq`` positions of the ``Tk`` keys, so the same
 functions describe a full forward (``Tq == Tk``) and a decoding chunk.
@@ -19,7 +19,6 @@ functions describe a full forward (``Tq == Tk``) and a decoding chunk.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 
@@ -52,9 +51,3 @@ def naive_softmax_attention(
     """Softmax attention by the textbook: ``(B, Tq, H, D)`` from ``(B, T, H, D)`` inputs."""
     weights = softmax_weights(q, k, causal=causal, scale=scale)  # (B, H, Tq, Tk)
     return torch.einsum("bhqk,bkhd->bqhd", weights, v)
-
-
-# kind name -> fn(q, k, v, causal) -> out; one entry per name in KINDS.
-REFERENCES: dict[str, Callable[..., torch.Tensor]] = {
-    "softmax": naive_softmax_attention,
-}
