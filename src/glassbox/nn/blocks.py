@@ -62,6 +62,7 @@ class MultiHeadAttention(nn.Module):
         self.options = {k: v for k, v in (options or {}).items() if k in spec.options}
         # Per-step inputs some kinds need (gla's decay gates, deltanet's betas).
         self.extras = spec.extras(dim, heads, dim // heads) if spec.extras is not None else None
+        self.post = spec.post(dim, heads, dim // heads) if spec.post is not None else None
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
@@ -79,6 +80,8 @@ class MultiHeadAttention(nn.Module):
         )
         if self.record_maps:
             y = self._with_maps(q, k, v, state)
+        if self.post is not None:
+            y = self.post(y, x)  # (B, T, H, D)
         return self.drop(self.out(y.reshape(B, T, dim))), state
 
     def _with_maps(

@@ -84,9 +84,11 @@ class Trainer:
         ``weight`` (K,) weighs classes, as ``train.class_weight: balanced`` asks.
         """
         if task == "lm":
-            # logits (B, T, V), y (B, T)
+            # logits (B, T, V), y (B, T); targets of -100 are ignored (prompt
+            # positions of a recall task), so average over the scored ones only.
             per_tok = nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, T)
-            per_ex = per_tok.mean(dim=1)
+            scored = (y != -100).sum(dim=1).clamp(min=1)
+            per_ex = per_tok.sum(dim=1) / scored
             return per_ex.mean() if reduction == "mean" else per_ex
         return nn.functional.cross_entropy(logits, y, reduction=reduction, weight=weight)
 
@@ -100,6 +102,8 @@ class Trainer:
     @staticmethod
     def inputs_targets(x: torch.Tensor, y: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
         if task == "lm":
+            if y.ndim == 2:
+                return x, y  # per-position targets given (e.g. MQAR answers), (B, T) each
             return x[:, :-1], x[:, 1:]  # (B, T) inputs, (B, T) next-byte targets
         return x, y
 
@@ -139,13 +143,17 @@ class Trainer:
             return classification_metrics(data.y.numpy(), self.predict_proba(data))
         was = self.model.training
         self.model.eval()
-        total, count = 0.0, 0
+        nll, tokens, correct = 0.0, 0, 0
         for i in range(0, len(data), EVAL_BATCH):
             x, y = self.inputs_targets(data.X[i : i + EVAL_BATCH], data.y[i : i + EVAL_BATCH], "lm")
-            total += self.loss_fn(self.model(x), y, "lm", reduction="none").sum().item()
-            count += len(x)
+            logits = self.model(x)  # (B, T, V)
+            scored = y != -100
+            tok_loss = nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none")
+            nll += tok_loss[scored].sum().item()
+            tokens += int(scored.sum())
+            correct += int((logits.argmax(-1) == y)[scored].sum())
         self.model.train(was)
-        return lm_metrics(total / max(1, count))
+        return {**lm_metrics(nll / max(1, tokens)), "accuracy": correct / max(1, tokens)}
 
     # -- fitting ------------------------------------------------------------------
     def _monitor(self, task: str) -> str:
