@@ -71,7 +71,8 @@ class KindSpec:
     # projection, given the block input x: fn(dim, heads, head_dim) ->
     # nn.Module with forward(y, x) -> y (e.g. GLA's per-head norm and output gate).
     post: Callable[[int, int, int], nn.Module] | None = None
-    # Random per-step inputs for tests and benchmarks, each shaped (B, T, ...): fn(B, T, H, D, generator, dtype) -> kwargs.
+    # Random per-step inputs for tests and benchmarks, each shaped (B, T, ...):
+    # fn(B, T, H, D, generator, dtype) -> kwargs.
     example_inputs: Callable[..., dict[str, torch.Tensor]] | None = None
     # A random, valid state to start decoding from: fn(B, H, D, generator, dtype) -> State.
     example_state: Callable[..., State] | None = None
