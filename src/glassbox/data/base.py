@@ -8,6 +8,9 @@ report never branch on where the data came from:
 - ``image``: ``X`` float32 ``(N, C, H, W)`` scaled to [0, 1], ``y`` int64 ``(N,)``.
 - ``text``: ``X`` int64 ``(N, T + 1)`` windows of byte ids (0..255); the model
   reads ``X[:, :-1]`` and predicts ``X[:, 1:]``; ``y`` is all zeros and unused.
+- ``sequence``: ``X`` int64 ``(N, T)`` token ids (0..255) and ``y`` int64
+  ``(N, T)`` the target at each position, -100 where nothing is scored
+  (synthetic tasks such as MQAR); task ``lm``.
 
 ``index`` holds each row's position in the source as loaded, so that data
 values, flipped labels and predictions can always be traced back to a row of
@@ -22,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-Kind = Literal["tabular", "image", "text"]
+Kind = Literal["tabular", "image", "text", "sequence"]
 Task = Literal["classification", "lm"]
 
 

@@ -54,7 +54,7 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, kind: str, input_shape: tuple[int, ...], n_outputs: int) -> None:
         super().__init__()
         self.kind = kind
-        self.lm = kind == "text"
+        self.lm = kind in ("text", "sequence")  # both are causal token models
         self.tokenizer = TOKENIZERS.build(kind, cfg=cfg, input_shape=input_shape)
         self.drop = nn.Dropout(cfg.dropout)
         options = {"window": cfg.window, "chunk_size": cfg.chunk_size, "feature_map": cfg.feature_map}
@@ -128,13 +128,18 @@ def _check(config: ModelConfig, dataset: Dataset) -> None:
             KINDS.get(config.attention)
         except UserError as err:
             raise UserError(f"model.attention: {err}") from None
-    want = {"tabular": 2, "image": 4, "text": 2}
+    want = {"tabular": 2, "image": 4, "text": 2, "sequence": 2}
     if dataset.kind not in want:
         raise UserError(f"no model for data kind '{dataset.kind}'; valid: {', '.join(want)}")
     if dataset.X.ndim != want[dataset.kind]:
         raise ValueError(f"{dataset.kind} data must be {want[dataset.kind]}-D, got {tuple(dataset.X.shape)}")
-    if (dataset.task == "lm") != (dataset.kind == "text"):
+    if (dataset.task == "lm") != (dataset.kind in ("text", "sequence")):
         raise ValueError(f"{dataset.kind} data with task '{dataset.task}' is not supported")
+    if dataset.kind == "sequence" and dataset.X.shape[1] > config.max_len:
+        raise UserError(
+            f"sequences of {dataset.X.shape[1]} tokens are longer than model.max_len={config.max_len}; "
+            "raise model.max_len"
+        )
     if dataset.kind == "text" and dataset.X.shape[1] - 1 > config.max_len:
         raise UserError(
             f"text windows of {dataset.X.shape[1] - 1} bytes are longer than model.max_len={config.max_len}; "

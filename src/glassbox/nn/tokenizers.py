@@ -183,3 +183,9 @@ def _image(cfg: ModelConfig, input_shape: tuple[int, ...]) -> Tokenizer:
 @TOKENIZERS.register("text")
 def _text(cfg: ModelConfig, input_shape: tuple[int, ...]) -> Tokenizer:
     return TextTokenizer(cfg.dim, cfg.max_len)
+
+
+@TOKENIZERS.register("sequence")
+def _sequence(cfg: ModelConfig, input_shape: tuple[int, ...]) -> Tokenizer:
+    # Synthetic token tasks (MQAR, parity) use ids below 256, so bytes' table serves.
+    return TextTokenizer(cfg.dim, cfg.max_len)
