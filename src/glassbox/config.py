@@ -46,7 +46,10 @@ class ModelConfig(Section):
     heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(2.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
-    attention: str = "softmax"  # a registered kind: glassbox.nn.attention.KINDS
+    # A registered kind (glassbox.nn.attention.KINDS). auto: softmax below the
+    # measured crossover length, linear above it, decided once per model from
+    # its sequence length (tables and small images always get softmax).
+    attention: str = "auto"
     # Options of the efficient kinds; each kind reads only its own (KindSpec.options).
     window: int = Field(256, ge=1)  # sliding: how many past (or, bidirectional, nearby) keys a query sees
     chunk_size: int = Field(64, ge=1)  # linear, gla, deltanet: chunk length of the training form
