@@ -15,6 +15,20 @@ from glassbox.errors import UserError, did_you_mean
 T = TypeVar("T")
 
 
+def _same_definition(a: object, b: object) -> bool:
+    """True when ``b`` is ``a`` defined again by a second import of the same file.
+
+    pytest's importlib mode imports a module a second time under another
+    name to collect its doctests; that must not count as a name clash.
+    """
+    import inspect
+
+    try:
+        return a.__qualname__ == b.__qualname__ and inspect.getfile(a) == inspect.getfile(b)  # type: ignore[attr-defined, arg-type]
+    except (AttributeError, TypeError):
+        return False
+
+
 class Registry(Generic[T]):
     """A mapping from names to factories with helpful errors on unknown names."""
 
@@ -24,7 +38,7 @@ class Registry(Generic[T]):
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
-            if name in self._entries:
+            if name in self._entries and not _same_definition(self._entries[name], obj):
                 raise ValueError(f"{self.what} '{name}' is registered twice")
             self._entries[name] = obj
             return obj
