@@ -57,6 +57,11 @@ class ModelConfig(Section):
     patch: int = Field(2, ge=1)  # image patch side; digits are 8 x 8, so 2 gives 16 tokens
     conv_stem: bool = False  # a small convolution before patching (the hybrid)
     max_len: int = Field(512, ge=1)  # longest byte sequence the positional table covers
+    # Token merging (ToMe): tokens merged away in each block of a tabular or
+    # image encoder, trading a little accuracy for speed; 0 = off. Causal
+    # (text, sequence) models cannot merge. Changeable after training:
+    # Transformer.set_merge(r).
+    merge_r: int = Field(0, ge=0)
 
 
 class TrainConfig(Section):

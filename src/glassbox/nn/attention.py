@@ -144,14 +144,23 @@ def _naive_softmax(
     state: State | None,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    key_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, State | None]:
-    from glassbox.nn.naive import naive_softmax_attention
+    from glassbox.nn.naive import naive_softmax_attention, softmax_weights
 
     if state is not None:
+        if key_bias is not None:
+            raise ValueError("key_bias is for full-sequence attention, not for decoding with a state")
         if "k" in state:
             k, v = torch.cat([state["k"], k], 1), torch.cat([state["v"], v], 1)
         state = {"k": k, "v": v}
-    return naive_softmax_attention(q, k, v, causal=causal, scale=scale), state
+    if key_bias is None:
+        return naive_softmax_attention(q, k, v, causal=causal, scale=scale), state
+    # softmax(s + b) is softmax(s) reweighted by exp(b) and renormalised:
+    # the definition of a bias that counts a key exp(b) times.
+    w = softmax_weights(q, k, causal=causal, scale=scale) * key_bias.exp()[:, None, None, :]  # (B, H, Tq, Tk)
+    w = w / w.sum(-1, keepdim=True)
+    return torch.einsum("bhqk,bkhd->bqhd", w, v), state
 
 
 def _example_cache(B: int, H: int, D: int, generator: torch.Generator, dtype: torch.dtype) -> State:
@@ -168,13 +177,23 @@ def softmax_attention(
     state: State | None,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    key_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, State | None]:
     """Scaled dot-product attention with an optional KV cache ``{"k", "v"}``.
 
     ``dropout_p > 0`` is allowed but costs the fused CPU kernel (PyTorch only
     fuses dropout-free attention on CPU), which is why the blocks drop out
     after the projection instead.
+
+    ``key_bias`` ``(B, Tk)`` is added to every query's logit for that key;
+    token merging passes ``log(size)`` so that a merged token counts as the
+    tokens it stands for (proportional attention). It goes to SDPA as a 4-D
+    float mask, which keeps the fused CPU kernel, forward and backward, as
+    long as the bias itself needs no gradient (one that does runs the math
+    path: still right, slower). Not available with a KV cache.
     """
+    if key_bias is not None and state is not None:
+        raise ValueError("key_bias is for full-sequence attention, not for decoding with a state")
     if state is not None:
         if "k" in state:
             k = torch.cat([state["k"], k], dim=1)  # (B, Tc + T, H, D)
@@ -191,6 +210,11 @@ def softmax_attention(
             is_causal = True
         else:
             mask = _chunk_causal_mask(tq, tk, q.device)
+    if key_bias is not None:
+        bias = key_bias.to(q.dtype)[:, None, None, :]  # (B, 1, 1, Tk): 4-D keeps the fused kernel
+        if is_causal:
+            mask, is_causal = _chunk_causal_mask(tq, tk, q.device), False  # SDPA takes a mask or is_causal
+        mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
     # Transposed views, not copies: the fused kernel takes any strides as
     # long as the last dimension is contiguous.
     out = F.scaled_dot_product_attention(

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from glassbox.nn.attention import KINDS, SPECS, State, attention
+from glassbox.nn.merging import bipartite_merge, merge_count
 from glassbox.nn.naive import softmax_weights
 
 
@@ -69,23 +70,42 @@ class MultiHeadAttention(nn.Module):
         self.record_maps = False
         self.maps: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State | None]:
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, key_bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State | None]:
+        y, state, _ = self.attend(x, state, key_bias)
+        return y, state
+
+    def attend(
+        self, x: torch.Tensor, state: State | None = None, key_bias: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State | None, torch.Tensor]:
+        """``forward`` that also returns this call's keys ``(B, T, H, D)``, token merging's metric.
+
+        ``key_bias`` ``(B, T)`` is added to every logit for that key (softmax only).
+        """
         B, T, dim = x.shape
         # One matmul for all three; unbind gives views whose last dim is
         # contiguous, which is all the fused attention kernel needs.
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, dim // self.heads).unbind(2)  # (B, T, H, D)
         extra = self.extras(x) if self.extras is not None else {}
+        if key_bias is not None:
+            extra = {**extra, "key_bias": key_bias}
         y, state = attention(
             q, k, v, kind=self.kind, causal=self.causal, state=state, **self.options, **extra
         )
         if self.record_maps:
-            y = self._with_maps(q, k, v, state)
+            y = self._with_maps(q, k, v, state, key_bias)
         if self.post is not None:
             y = self.post(y, x)  # (B, T, H, D)
-        return self.drop(self.out(y.reshape(B, T, dim))), state
+        return self.drop(self.out(y.reshape(B, T, dim))), state, k
 
     def _with_maps(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: State | None
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        state: State | None,
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.kind != "softmax":
             # Other kinds have no explicit map; better no map than a wrong one.
@@ -93,6 +113,10 @@ class MultiHeadAttention(nn.Module):
         if state is not None:
             k, v = state["k"], state["v"]  # the whole cache, (B, Tk, H, D)
         self.maps = softmax_weights(q, k, causal=self.causal)  # (B, H, Tq, Tk)
+        if key_bias is not None:
+            # softmax(s + b) = softmax(s) * exp(b), renormalised: the map proportional attention applied.
+            w = self.maps * key_bias.exp()[:, None, None, :]
+            self.maps = w / w.sum(-1, keepdim=True)
         return torch.einsum("bhqk,bkhd->bqhd", self.maps, v)
 
 
@@ -133,3 +157,25 @@ class Block(nn.Module):
         x = x + a  # (B, T, dim)
         x = x + self.mlp(self.norm2(x))
         return x, state
+
+    def forward_merging(
+        self, x: torch.Tensor, size: torch.Tensor | None, r: int, protect_cls: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The ToMe block for encoders: attend, merge ``r`` tokens by their keys, then the MLP.
+
+        ``size`` ``(B, N, 1)`` counts the input tokens each token stands for
+        (``None``: one each). Softmax attention is proportional: ``log(size)``
+        is added to each key's logit, so a merged token is attended as the
+        tokens it replaced. Other kinds attend to merged tokens as to single
+        ones. Merging sits between attention and MLP, as in the paper, so the
+        MLP already runs on fewer tokens. Returns ``(x (B, N - r', dim), size)``.
+        """
+        if self.attn.causal:
+            raise ValueError("token merging is for non-causal encoders")
+        bias = size[..., 0].log() if size is not None and self.attn.kind == "softmax" else None  # (B, N)
+        a, _, k = self.attn.attend(self.norm1(x), key_bias=bias)
+        x = x + a  # (B, N, dim)
+        if merge_count(x.shape[1], r, protect_cls):  # else skip even the metric
+            x, size = bipartite_merge(x, k.mean(dim=2), r, size, protect_cls)  # keys averaged over heads
+        x = x + self.mlp(self.norm2(x))  # (B, N - r', dim)
+        return x, size

@@ -67,12 +67,41 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, n_outputs)
         self.spec_: dict[str, Any] = {}  # filled by build_model / model_from_spec
+        self.merge_r = 0
+        self.set_merge(cfg.merge_r)
+
+    def set_merge(self, r: int) -> Transformer:
+        """Merge ``r`` tokens in every block from now on (ToMe); 0 turns merging off.
+
+        Works off the shelf on a model trained without merging. The spec
+        follows, so a saved model merges as it was last set to.
+        """
+        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
+            raise UserError(f"model.merge_r must be a whole number >= 0, got {r!r}")
+        if r > 0 and self.lm:
+            raise UserError(
+                f"model.merge_r={r}: token merging is for tabular and image encoders; "
+                f"{self.kind} models are causal and cannot merge tokens; set model.merge_r=0"
+            )
+        self.merge_r = r
+        if "model" in self.spec_:
+            self.spec_["model"]["merge_r"] = r
+        return self
 
     def encode(
         self, x: torch.Tensor, states: list[State] | None = None, offset: int = 0
     ) -> tuple[torch.Tensor, list[State] | None]:
-        """Final-normed token features ``(B, N, dim)`` and the blocks' updated states."""
+        """Final-normed token features ``(B, N, dim)`` and the blocks' updated states.
+
+        With merging on (``set_merge``) fewer tokens come out, CLS still first.
+        """
         h = self.drop(self.tokenizer(x, offset=offset))  # (B, N, dim)
+        if self.merge_r > 0 and states is None:
+            # ToMe: tokens shrink block by block; sizes count what each one stands for.
+            size: torch.Tensor | None = None
+            for block in self.blocks:
+                h, size = block.forward_merging(h, size, self.merge_r, protect_cls=self.tokenizer.has_cls)
+            return self.norm(h), None  # (B, N', dim), CLS still first
         new_states: list[State] | None = None if states is None else []
         for i, block in enumerate(self.blocks):
             h, s = block(h, None if states is None else states[i])
