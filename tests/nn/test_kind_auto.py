@@ -42,3 +42,22 @@ def test_decoding_keeps_the_first_choice(monkeypatch):
 def test_resolve_auto():
     assert auto.resolve_auto(auto.CROSSOVER - 1) == "softmax"
     assert auto.resolve_auto(auto.CROSSOVER) == "linear"
+
+
+def test_build_model_resolves_auto_once_and_the_spec_keeps_it():
+    from glassbox.config import ModelConfig
+    from glassbox.data.base import Dataset
+    from glassbox.nn import build_model, model_from_spec
+
+    def text(T: int) -> Dataset:
+        X = torch.randint(0, 256, (4, T + 1))
+        return Dataset("t", "text", "lm", X, torch.zeros(4, dtype=torch.long))
+
+    cfg = ModelConfig(dim=16, heads=2, depth=1, max_len=2048)
+    assert cfg.attention == "auto"
+    short = build_model(cfg, text(auto.CROSSOVER - 1))
+    long = build_model(cfg, text(auto.CROSSOVER))
+    assert {b.attn.kind for b in short.blocks} == {"softmax"}
+    assert {b.attn.kind for b in long.blocks} == {"linear"}
+    assert long.spec_["attention"] == "linear" and long.spec_["model"]["attention"] == "auto"
+    assert {b.attn.kind for b in model_from_spec(long.spec_).blocks} == {"linear"}

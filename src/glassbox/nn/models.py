@@ -35,6 +35,7 @@ from glassbox.data.base import Dataset
 from glassbox.errors import UserError
 from glassbox.nn.attention import KINDS, State
 from glassbox.nn.blocks import Block
+from glassbox.nn.kinds.auto import resolve_auto
 from glassbox.nn.tokenizers import TOKENIZERS
 from glassbox.run import atomic_path, atomic_write_text
 
@@ -178,10 +179,26 @@ def _check(config: ModelConfig, dataset: Dataset) -> None:
         raise UserError(f"dataset '{dataset.name}' has no classes to predict")
 
 
+def _sequence_length(config: ModelConfig, dataset: Dataset) -> int:
+    """Tokens per example the blocks see (before any merging): what ``auto`` decides by."""
+    if dataset.kind == "tabular":
+        return dataset.X.shape[1] + 1  # one per feature, plus CLS
+    if dataset.kind == "image":
+        _, H, W = dataset.X.shape[1:]
+        return (H // config.patch) * (W // config.patch) + 1
+    if dataset.kind == "text":
+        return dataset.X.shape[1] - 1  # windows hold T + 1 bytes
+    return dataset.X.shape[1]
+
+
 def build_model(config: ModelConfig, dataset: Dataset) -> Transformer:
     """A fresh model for ``dataset`` (its training split), input statistics set from ``dataset.X``."""
     _check(config, dataset)
     shape = list(dataset.X.shape[1:])
+    tokens = _sequence_length(config, dataset)
+    # "auto" is decided here, once, and the concrete kind written into the
+    # spec: a saved model keeps its kind even if a later release moves the crossover.
+    attention = resolve_auto(tokens) if config.attention == "auto" else config.attention
     spec: dict[str, Any] = {
         "format": SPEC_FORMAT,
         "model": config.model_dump(mode="json"),
@@ -192,6 +209,8 @@ def build_model(config: ModelConfig, dataset: Dataset) -> Transformer:
         "image_shape": shape if dataset.kind == "image" else None,
         "classes": [str(c) for c in dataset.classes],
         "feature_names": [str(f) for f in dataset.feature_names],
+        "tokens": tokens,
+        "attention": attention,
     }
     model = model_from_spec(spec)
     with torch.no_grad():
@@ -210,6 +229,8 @@ def model_from_spec(spec: dict[str, Any]) -> Transformer:
         cfg = ModelConfig(**spec["model"])
     except (ValidationError, KeyError, TypeError) as err:
         raise UserError(f"the model spec has no valid 'model' section: {err}") from None
+    if cfg.attention == "auto":
+        cfg = cfg.model_copy(update={"attention": spec["attention"]})
     kind = spec["kind"]
     if kind == "tabular":
         input_shape: tuple[int, ...] = (int(spec["n_features"]),)
