@@ -29,9 +29,11 @@ import torch
 
 from glassbox.nn.attention import KINDS, SPECS, AttentionKind, KindSpec, State, register_kind
 
-# Training crossover (forward + backward, causal, B=1 H=4 D=64, 1 thread):
-# see docs/BENCHMARKS.md, "Attention speed". Above it, linear is faster.
-CROSSOVER = 512
+# Measured with `glassbox bench attention` (causal, B=1 H=4 D=64, float32,
+# 1 thread; docs/BENCHMARKS.md): linear overtakes softmax at 348 tokens for
+# forward + backward and at 433 for forward only. Models train, so the
+# training crossover decides, rounded.
+CROSSOVER = 350
 SHORT, LONG = "softmax", "linear"
 
 
