@@ -271,3 +271,8 @@ def list_sources() -> list[dict[str, Any]]:
             }
         out.append({"name": name, **row, "description": info.get("description", "")})
     return out
+
+
+# Generated token tasks (mqar, parity) live in their own module; importing it
+# registers them. Placed last because it imports SOURCES from here.
+from glassbox.data import synthetic as _synthetic  # noqa: E402, F401

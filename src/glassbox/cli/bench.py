@@ -1,0 +1,142 @@
+"""``glassbox bench NAME``: run one of the repository's benchmarks (benchmarks/*.py) and show its results."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+
+from glassbox.cli.common import print_json
+
+# NAME -> file in benchmarks/; each file has main(argv) -> dict.
+BENCHMARKS = {"attention": "attention_speed.py", "mqar": "mqar.py", "merging": "token_merging.py"}
+
+
+def benchmarks_dir() -> Path:
+    # src/glassbox/cli/bench.py -> the checkout's root; an installed wheel has
+    # no benchmarks/ beside it, which load_benchmark reports.
+    return Path(__file__).resolve().parents[3] / "benchmarks"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The benchmark module for ``name``, imported from its file (benchmarks/ is not a package)."""
+    from glassbox.errors import UserError, did_you_mean
+
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark '{name}': {did_you_mean(name, BENCHMARKS)}")
+    folder = benchmarks_dir()
+    if not folder.is_dir():
+        raise UserError(
+            "benchmarks run from a source checkout of glassbox (they live in its benchmarks/ folder);"
+            " clone the repository and install it with pip install -e ."
+        )
+    path = folder / BENCHMARKS[name]
+    if not path.is_file():
+        raise UserError(f"benchmark '{name}' is not in this checkout ({path} is missing)")
+    spec = importlib.util.spec_from_file_location(f"glassbox_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+    return str(value)
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _print_attention(res: dict[str, Any]) -> None:
+    m = res["machine"]
+    print(f"attention speed, B1 H4 D64 float32 causal, {m['threads']} thread(s), {m['cpu']}")
+    print(f"{'kind':<10}{'T':>7}{'fwd ms':>10}{'x soft':>8}{'fwd+bwd ms':>12}{'x soft':>8}{'peak MiB':>10}")
+    for kind, by_len in res["results"].items():
+        for T, r in by_len.items():
+            print(
+                f"{kind:<10}{T:>7}{_fmt(r['fwd_ms']):>10}{_ratio(r['ratio_fwd_vs_softmax']):>8}"
+                f"{_fmt(r['fwdbwd_ms']):>12}{_ratio(r['ratio_fwdbwd_vs_softmax']):>8}{_fmt(r['peak_mb']):>10}"
+            )
+    lengths = res["crossover"]["lengths"]
+    for kind, c in res["crossover"]["kinds"].items():
+        where = {
+            mode: f"T~{c[mode]:.0f}" if c[mode] is not None else f"not by T={max(lengths)}"
+            for mode in ("fwdbwd", "fwd")
+        }
+        print(f"{kind} faster than softmax from: {where['fwdbwd']} (fwd+bwd), {where['fwd']} (fwd)")
+
+
+def _print_mqar(res: dict[str, Any]) -> None:
+    cells = res["cells"]
+    print(f"MQAR accuracy over query positions (held-out rows); {res['settings']['threads']} thread(s)")
+    print(f"{'kind':<10}" + "".join(f"{c:>10}" for c in cells) + f"{'seconds':>10}")
+    for kind, accs in res["accuracy"].items():
+        secs = sum(r["seconds"] for r in res["results"][kind].values())
+        print(f"{kind:<10}" + "".join(f"{_fmt(accs.get(c)):>10}" for c in cells) + f"{secs:>10.0f}")
+
+
+def _print_generic(res: dict[str, Any]) -> None:
+    # Benchmarks written elsewhere (merging) shape their results freely: lists
+    # of flat records become tables, everything else a key: value line.
+    for key, value in res.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            cols = [c for c in value[0] if not isinstance(value[0][c], (dict, list))]
+            print(f"{key}:")
+            print("  " + "".join(f"{c:>16}" for c in cols))
+            for row in value:
+                print("  " + "".join(f"{_fmt(row.get(c)):>16}" for c in cols))
+        else:
+            print(f"{key}: {value}")
+
+
+def bench(
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="attention, mqar or merging.", show_default=False)
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="A small subset that runs in minutes.")] = False,
+    extra: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[-- ARGS]",
+            help="Options passed on to the benchmark, e.g. -- --lengths 256,1024.",
+            hidden=True,
+        ),
+    ] = None,
+) -> None:
+    """Example: glassbox bench attention --quick
+
+    Run a benchmark from the checkout's benchmarks/ folder: attention (speed
+    and memory of each attention kind against softmax), mqar (associative
+    recall accuracy per kind) or merging (token merging). Options after --
+    go to the benchmark itself: glassbox bench attention -- --lengths 256,1024
+    """
+    module = load_benchmark(name)
+    argv = [*(["--quick"] if quick else []), *(extra or [])]
+    res = module.main(argv)
+    if as_json:
+        print_json(res)
+    elif name == "attention":
+        _print_attention(res)
+    elif name == "mqar":
+        _print_mqar(res)
+    else:
+        _print_generic(res)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "bench",
+        short_help="Run a benchmark: attention speed, MQAR recall, token merging.",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(bench)

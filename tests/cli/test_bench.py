@@ -1,0 +1,47 @@
+"""``glassbox bench``: name checks and a tiny attention run through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+from glassbox.cli.main import main
+
+
+def test_unknown_benchmark_exits_2_with_a_suggestion(capsys) -> None:
+    assert main(["bench", "atention"]) == 2
+    assert "did you mean 'attention'?" in capsys.readouterr().err
+
+
+def test_attention_json_tiny(capsys) -> None:
+    argv = ["bench", "attention", "--json", "--lengths", "64,128", "--repeats", "1", "--budget", "0.5"]
+    assert main([*argv, "--kinds", "softmax", "--crossover-lengths", ""]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["kinds"][0] == "softmax" and set(res["results"]["softmax"]) == {"64", "128"}
+    cell = res["results"]["softmax"]["128"]
+    for key in ("fwd_ms", "fwdbwd_ms", "ratio_fwd_vs_softmax", "ratio_fwdbwd_vs_softmax", "peak_mb"):
+        assert key in cell
+    assert cell["ratio_fwdbwd_vs_softmax"] == 1.0 and cell["fwdbwd_ms"] > 0
+    assert {"crossover", "machine", "settings"} <= set(res)
+
+
+def test_attention_table_and_crossover_with_two_kinds(capsys) -> None:
+    from glassbox.nn.attention import KINDS
+
+    other = next((k for k in KINDS.names() if k not in ("softmax", "auto")), None)
+    kinds = "softmax" if other is None else f"softmax,{other}"
+    argv = ["bench", "attention", "--lengths", "64", "--repeats", "1", "--budget", "0.2", "--no-memory"]
+    assert main([*argv, "--kinds", kinds, "--crossover-lengths", "64,128"]) == 0
+    out = capsys.readouterr().out
+    assert "fwd+bwd ms" in out and "softmax" in out
+    if other is not None:
+        assert f"{other} faster than softmax from" in out
+
+
+def test_mqar_json_tiny(capsys) -> None:
+    argv = ["bench", "mqar", "--json", "--kinds", "softmax", "--cells", "16x2,32x4", "--train-rows", "64"]
+    sizes = ["--val-rows", "16", "--test-rows", "16", "--batch-size", "32", "--eval-every", "2"]
+    assert main([*argv, *sizes, "--first-steps", "2", "--steps", "1", "--stop-at", "1.01"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["cells"] == ["16x2", "32x4"] and 0.0 <= res["accuracy"]["softmax"]["32x4"] <= 1.0
+    steps = [res["results"]["softmax"][c]["steps"] for c in res["cells"]]
+    assert steps == [2, 2]  # whole epochs of eval_every steps: 2 for the first stage, 1 rounds up to 2
