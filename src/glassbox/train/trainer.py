@@ -68,9 +68,6 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
     # -- losses -------------------------------------------------------------------
-    def _task(self, data: Dataset) -> str:
-        return data.task
-
     def loss_fn(
         self,
         logits: torch.Tensor,
