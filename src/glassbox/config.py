@@ -66,7 +66,10 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)  # rows per optimizer step, however many micro-batches
+    # Micro-batches per step (gradient accumulation): the same gradient as one
+    # batch of batch_size, in a fraction of the memory.
+    accumulate: int = Field(1, ge=1)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)

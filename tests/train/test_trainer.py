@@ -157,3 +157,33 @@ def test_balanced_weights_raise_minority_recall():
         pred = trainer.predict_proba(test).argmax(1)
         recalls[cw] = (pred[test.y.numpy() == 1] == 1).mean()
     assert recalls["balanced"] > recalls["none"] + 0.2
+
+
+@pytest.mark.parametrize("class_weight", ["none", "balanced"])
+def test_gradient_accumulation_gives_the_same_steps_as_one_batch(class_weight):
+    from glassbox.data import load_dataset
+
+    train, val, _ = split_dataset(load_dataset("wine"), 0.2, 0.2, seed=0)
+    train.X, val.X = train.X.double(), val.X.double()
+    weights = []
+    for accumulate in (1, 3):
+        model, cfg = small(train, epochs=2, batch_size=20, accumulate=accumulate, class_weight=class_weight)
+        model = model.double()
+        Trainer(model, cfg, seed=0).fit(train, val)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], rtol=1e-9, atol=1e-12)
+
+
+def test_only_one_callback_may_own_the_backward():
+    from glassbox.data import load_dataset
+    from glassbox.train import Callback
+
+    class Own(Callback):
+        def forward_backward(self, trainer, micro):
+            return trainer.forward_backward(micro)
+
+    train, val, _ = split_dataset(load_dataset("iris"), 0.2, 0.2, seed=0)
+    model, cfg = small(train, epochs=1)
+    assert Trainer(model, cfg, callbacks=[Own()]).fit(train, val).global_step_ > 0
+    with pytest.raises(ValueError, match="only one callback"):
+        Trainer(model, cfg, callbacks=[Own(), Own()]).fit(train, val)

@@ -18,7 +18,9 @@ registered.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -120,8 +122,35 @@ def attention(
     >>> cache["k"].shape, torch.allclose(last, full[:, 3:], atol=1e-6)
     (torch.Size([1, 4, 2, 8]), True)
     """
-    fn = KINDS.get(kind)
+    fn = SPECS[kind].reference if _REFERENCE.get() and kind in SPECS else KINDS.get(kind)
     return fn(q, k, v, causal=causal, state=state, **kwargs)
+
+
+_REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar("reference_kernels", default=False)
+
+
+@contextlib.contextmanager
+def reference_kernels() -> Iterator[None]:
+    """Run every attention call through its kind's naive twin while inside this block.
+
+    The fused kernels (SDPA's CPU flash kernel, the hand-written chunkwise
+    backwards) are differentiable once; the twins are plain PyTorch and can
+    be differentiated twice, which Hessian-vector products need.
+
+    >>> import torch
+    >>> q = torch.randn(1, 3, 1, 4, dtype=torch.float64, requires_grad=True)
+    >>> with reference_kernels():
+    ...     y, _ = attention(q, q, q)
+    ...     (g,) = torch.autograd.grad(y.sum(), q, create_graph=True)
+    ...     (h,) = torch.autograd.grad(g.sum(), q)
+    >>> h.shape
+    torch.Size([1, 3, 1, 4])
+    """
+    token = _REFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _REFERENCE.reset(token)
 
 
 def _chunk_causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:

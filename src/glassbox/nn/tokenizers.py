@@ -165,7 +165,9 @@ class TextTokenizer(Tokenizer):
                 "raise model.max_len or use shorter sequences (data.seq_len)"
             )
         positions = torch.arange(offset, offset + T, device=x.device)  # (T,)
-        return self.embed(x) + self.pos(positions)  # (B, T, dim)
+        # Positions indexed per row, not broadcast: the table then gets each
+        # example's own gradient, which per-example tools (valuation, DP) read.
+        return self.embed(x) + self.pos(positions.expand(len(x), T))  # (B, T, dim)
 
 
 @TOKENIZERS.register("tabular")

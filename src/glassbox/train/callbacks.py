@@ -5,9 +5,18 @@ privacy and the progress bar are all callbacks. A callback sees the trainer
 (read its ``model``, ``optimizer_``, ``history_``) and, at each step, a
 ``StepInfo`` with the batch itself and which examples it held.
 
-Order within a step: forward, backward, ``on_after_backward`` (gradients are
-there, parameters not yet updated: the place for per-example work on the
-current weights), gradient clipping, optimizer step, ``on_step_end``.
+Order within a step: forward and backward of each micro-batch
+(``train.accumulate`` of them), ``on_after_backward`` once (the whole
+batch's gradients are there, parameters not yet updated: the place for
+per-example work on the current weights), gradient clipping, optimizer
+step, ``on_step_end``.
+
+One callback may take over the forward and backward of each micro-batch
+(``forward_backward``): in-run valuation appends validation rows to the
+batch so that a single backward pass yields every example's score. A
+callback with state that must survive ``--resume`` returns it from
+``state_dict`` (tensors, numbers, strings, lists and dicts only: checkpoints
+load with ``weights_only``).
 """
 
 from __future__ import annotations
@@ -31,14 +40,50 @@ class StepInfo:
     source_ids: torch.Tensor  # (B,) the same rows' ids in the loaded source (Dataset.index)
     x: torch.Tensor  # the batch's inputs
     y: torch.Tensor  # the batch's targets
-    loss: torch.Tensor  # scalar mean loss of the batch (detached in on_step_end)
+    loss: torch.Tensor  # scalar mean loss of the batch (detached)
     optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class MicroBatch:
+    """One micro-batch of a step: the rows, and how its losses enter the batch loss.
+
+    The batch loss is ``scale * sum(per-example losses)`` over all micro-batches
+    of the step (``scale`` is 1 / batch size, or 1 / sum of class weights under
+    ``train.class_weight: balanced``), so accumulation gives the same gradient
+    as one big batch.
+    """
+
+    number: int  # 0-based, within the step
+    count: int  # micro-batches in this step
+    indices: torch.Tensor  # (b,) positions in the training Dataset
+    source_ids: torch.Tensor  # (b,) ids in the loaded source
+    x: torch.Tensor
+    y: torch.Tensor
+    scale: float
 
 
 class Callback:
     """Override what you need; every hook is a no-op by default."""
 
     def on_fit_start(self, trainer: Trainer) -> None: ...
+
+    def forward_backward(self, trainer: Trainer, micro: MicroBatch) -> torch.Tensor | None:
+        """Replace the trainer's forward and backward of one micro-batch.
+
+        Must leave the micro-batch's share of the batch gradient accumulated in
+        each parameter's ``.grad``, exactly as ``Trainer.forward_backward`` does,
+        and return the detached loss ``scale * sum(losses)``. At most one
+        callback of a Trainer may override this.
+        """
+        return None
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """State to keep in checkpoints (None: nothing to keep)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict``'s result; called on resume, after ``on_fit_start``."""
 
     def on_after_backward(self, trainer: Trainer, info: StepInfo) -> None: ...
 

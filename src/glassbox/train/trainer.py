@@ -25,7 +25,7 @@ from torch import nn
 from glassbox.config import TrainConfig
 from glassbox.data.base import Dataset
 from glassbox.errors import UserError
-from glassbox.train.callbacks import Callback, StepInfo
+from glassbox.train.callbacks import Callback, MicroBatch, StepInfo
 from glassbox.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from glassbox.train.metrics import classification_metrics, higher_is_better, lm_metrics
 
@@ -88,6 +88,21 @@ class Trainer:
             per_ex = per_tok.sum(dim=1) / scored
             return per_ex.mean() if reduction == "mean" else per_ex
         return nn.functional.cross_entropy(logits, y, reduction=reduction, weight=weight)
+
+    def example_losses(self, logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+        """(B,) each example's term of the training loss (class-weighted when weights are on)."""
+        w = None if self.class_weights_ is None else self.class_weights_.to(logits.dtype)
+        return self.loss_fn(logits, y, task, reduction="none", weight=w)
+
+    def loss_scale(self, y: torch.Tensor, task: str) -> float:
+        """1 / the batch loss's denominator: the batch size, or the sum of class weights.
+
+        ``cross_entropy(weight=w)`` with mean reduction divides by ``sum(w[y])``;
+        computed over the whole step's labels so micro-batches add up to it.
+        """
+        if task == "classification" and self.class_weights_ is not None:
+            return 1.0 / float(self.class_weights_[y].sum())
+        return 1.0 / len(y)
 
     @staticmethod
     def balanced_weights(train: Dataset) -> torch.Tensor:
@@ -190,7 +205,18 @@ class Trainer:
             "best_weights": self._best_weights,
             "bad_epochs": self._bad_epochs,
             "stopped_early": self.stopped_early_,
+            "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys()},
         }
+
+    def _callback_keys(self) -> list[tuple[str, Callback]]:
+        # Keyed by class and position among callbacks of that class, so state finds its owner on resume.
+        seen: dict[str, int] = {}
+        out = []
+        for cb in self.callbacks:
+            name = type(cb).__qualname__
+            out.append((f"{name}:{seen.get(name, 0)}", cb))
+            seen[name] = seen.get(name, 0) + 1
+        return out
 
     def _checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
         if self.checkpoint_dir is not None:
@@ -220,6 +246,7 @@ class Trainer:
         self._best_weights = st["best_weights"]
         self._bad_epochs = st["bad_epochs"]
         self.stopped_early_ = st["stopped_early"]
+        self._callback_states = st.get("callbacks", {})
         return st["epoch"], st["batch_in_epoch"]
 
     def fit(self, train: Dataset, val: Dataset | None = None, *, resume: bool = False) -> Trainer:
@@ -229,7 +256,15 @@ class Trainer:
         task = train.task
         monitor = self._monitor(task)
         self.monitor_ = monitor
+        self.task_ = task
         self.train_data_ = train
+        self.val_data_ = val
+        owners = [cb for cb in self.callbacks if type(cb).forward_backward is not Callback.forward_backward]
+        if len(owners) > 1:
+            names = ", ".join(type(cb).__name__ for cb in owners)
+            raise ValueError(f"only one callback may replace the forward and backward; got {names}")
+        self._owner = owners[0] if owners else None
+        self._callback_states: dict[str, Any] = {}
         balanced = c.class_weight == "balanced" and task == "classification"
         self.class_weights_ = self.balanced_weights(train) if balanced else None
         steps_per_epoch = len(self._batches(len(train), 1))
@@ -251,6 +286,9 @@ class Trainer:
         self.model.train()
         for cb in self.callbacks:
             cb.on_fit_start(self)
+        for key, cb in self._callback_keys():
+            if self._callback_states.get(key) is not None:
+                cb.load_state_dict(self._callback_states[key])
         for epoch in range(start_epoch, c.epochs + 1):
             if self.stopped_early_:
                 break  # resumed from the checkpoint written when early stopping fired
@@ -264,22 +302,44 @@ class Trainer:
             cb.on_fit_end(self)
         return self
 
+    def forward_backward(self, micro: MicroBatch) -> torch.Tensor:
+        """Forward and backward of one micro-batch; its gradient share accumulates in ``.grad``."""
+        loss = self.example_losses(self.model(micro.x), micro.y, self.task_).sum() * micro.scale
+        loss.backward()
+        return loss.detach()
+
+    def _micro_batches(self, train: Dataset, idx: torch.Tensor, task: str) -> list[MicroBatch]:
+        scale = self.loss_scale(train.y[idx], task)
+        parts = idx.tensor_split(min(self.config.accumulate, len(idx)))
+        out = []
+        for m, part in enumerate(parts):
+            x, y = self.inputs_targets(train.X[part], train.y[part], task)
+            out.append(MicroBatch(m, len(parts), part, train.index[part], x, y, scale))
+        return out
+
     def _run_epoch(self, train: Dataset, epoch: int, skip: int, task: str) -> None:
         c = self.config
         every = c.checkpoint_every
         batches = self._batches(len(train), epoch)
+        step = self._owner.forward_backward if self._owner is not None else None
         for b, idx in enumerate(batches):
             if b < skip:
                 continue  # done before the checkpoint we resumed from
-            x, y = self.inputs_targets(train.X[idx], train.y[idx], task)
-            loss = self.loss_fn(self.model(x), y, task, weight=self.class_weights_)
+            self.optimizer_.zero_grad(set_to_none=True)
+            micros = self._micro_batches(train, idx, task)
+            loss = torch.zeros(())
+            for micro in micros:
+                part = step(self, micro) if step is not None else None
+                loss = loss + (part if part is not None else self.forward_backward(micro))
             if not torch.isfinite(loss):
                 raise UserError(
                     f"training loss became {loss.item()} at step {self.global_step_ + 1}; lower train.lr"
                 )
-            self.optimizer_.zero_grad(set_to_none=True)
-            loss.backward()
             self.global_step_ += 1
+            if len(micros) == 1:
+                x, y = micros[0].x, micros[0].y
+            else:
+                x, y = self.inputs_targets(train.X[idx], train.y[idx], task)
             info = StepInfo(self.global_step_, epoch, idx, train.index[idx], x, y, loss, self.optimizer_)
             for cb in self.callbacks:
                 cb.on_after_backward(self, info)
@@ -288,7 +348,6 @@ class Trainer:
             self.optimizer_.step()
             lr = self.scheduler_.get_last_lr()[0]
             self.scheduler_.step()
-            info.loss = loss.detach()
             self.history_.append(
                 {"step": self.global_step_, "epoch": epoch, "train_loss": loss.item(), "lr": lr}
             )
