@@ -1,0 +1,435 @@
+"""In-run Data Shapley (Wang, Mittal, Song, Jia; ICLR 2025): every training example valued in one run.
+
+At step t the optimizer moves the weights by ``-sum_i U_i``, one term per
+example of the batch. The utility of a subset S of the batch is the drop in
+validation loss it causes, ``l_val(w) - l_val(w - sum_{i in S} U_i)``. Its
+Taylor expansion to second order is a sum of pairwise terms, whose Shapley
+values are exact and closed-form:
+
+    phi_i = g_val . U_i  -  1/2 U_i^T H_val sum_{j in B} U_j
+
+(first order only with ``order=1``). Positive means helpful. Summed over
+the steps an example took part in, this is its in-run value.
+
+What ``U_i`` is depends on the optimizer, and getting it right is most of
+the work (GhostSuite, the authors' code, covers plain SGD only):
+
+- SGD: ``U_i = lr * k * clip * g_i``, ``g_i`` the example's gradient of its
+  term in the batch loss (so mean reduction, class weights and gradient
+  accumulation are in it), ``clip`` the factor gradient clipping applies to
+  the whole step, ``k`` momentum's share of the fresh gradient (1, or
+  ``1 - dampening`` once the buffer exists; ``1 + momentum * that`` for
+  Nesterov).
+- Adam/AdamW: ``U_i = lr (1 - b1) / (1 - b1^t) * clip * g_i / (sqrt(v_t / (1 - b2^t)) + eps)``:
+  the update direction Adam takes, linearized at the step's own second
+  moment ``v_t`` (held fixed, though it depends on the batch a little).
+- Not attributed to any example of the batch: the momentum carried over
+  from earlier steps (b1 m_{t-1}, SGD's buffer) and weight decay. An
+  example's gradient keeps acting through momentum in later steps; this
+  counts only the step it was in, as the paper does.
+
+How it is computed (one forward, one backward): the step's validation rows
+are appended to its training rows; forward hooks keep each layer's input;
+one ``autograd.grad`` of (training loss + validation loss) to the layers'
+*outputs* gives the output gradients of both parts. From these, per layer
+(``glassbox.valuation.rules``): the training gradient is rebuilt for the
+optimizer (autograd never computed the weight gradients), the validation
+gradient is summed, and each training example's ``<g_i, V>`` is read off
+without materializing g_i. With SGD at first order a layer may instead use
+ghost dot products (Gram matrices of inputs and of output gradients) when
+that is cheaper by the paper's rule. The second-order term needs
+``H_val (sum_j U_j)``: one extra Hessian-vector product on the validation
+rows (a double backward through the attention kinds' naive twins, since the
+fused kernels are differentiable once).
+
+Validation rows come ``val_batch`` at a time from a seeded rotation over
+the validation split, so every validation example is used over the run.
+They share the training forward, dropout included: set model.dropout: 0 for
+a noise-free validation gradient.
+
+>>> import torch
+>>> from glassbox.config import ModelConfig, TrainConfig
+>>> from glassbox.data import load_dataset, split_dataset
+>>> from glassbox.nn import build_model
+>>> from glassbox.train import Trainer
+>>> tr, va, _ = split_dataset(load_dataset("iris"), 0.2, 0.2, seed=0)
+>>> val = InRunValuation(order=1, val_batch=8)
+>>> model = build_model(ModelConfig(dim=16, depth=1, dropout=0.0), tr)
+>>> _ = Trainer(model, TrainConfig(epochs=2, batch_size=16), callbacks=[val]).fit(tr, va)
+>>> val.values_.shape == (len(tr),), bool(abs(val.values_).sum() > 0)
+(True, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from glassbox.errors import UserError
+from glassbox.train.callbacks import Callback, MicroBatch, StepInfo
+from glassbox.valuation.rules import Call, Rule, rule_for, supported_names
+
+if TYPE_CHECKING:
+    from glassbox.data.base import Dataset
+    from glassbox.train.trainer import Trainer
+
+Coef = float | torch.Tensor  # per parameter: a number (SGD) or a tensor like it (Adam)
+
+
+@dataclass
+class _Layer:
+    name: str
+    module: nn.Module
+    rule: Rule
+    params: dict[str, nn.Parameter]  # the module's own trainable parameters by local name
+
+
+@dataclass
+class _Micro:
+    """What one micro-batch left behind for the step's valuation."""
+
+    positions: torch.Tensor  # (n,) rows of the training Dataset
+    n: int
+    calls: list[tuple[_Layer, Call]] = field(default_factory=list)
+    has_val: bool = False
+
+
+class InRunValuation(Callback):
+    """Values every training example during ``Trainer.fit``; see the module docstring for the maths.
+
+    ``order``: 1 (first-order, TracIn-ideal per step) or 2 (adds the
+    Hessian term). ``val_batch``: validation rows per step. ``ghost``:
+    ``auto`` picks ghost dot products per layer by the paper's rule where
+    they apply (SGD, first order), ``never`` always materializes the
+    validation gradient, ``always`` uses ghost products wherever a layer has
+    them (for tests). ``val``: the validation data, default the Trainer's.
+
+    Learned state: ``values_`` (N,) float64, one per row of the training
+    Dataset, summed over steps; ``steps_``; ``layers_`` (the valued layers
+    and which form each used last: ``ghost`` or ``materialized``).
+    """
+
+    def __init__(
+        self,
+        *,
+        order: Literal[1, 2] = 1,
+        val_batch: int = 32,
+        ghost: Literal["auto", "never", "always"] = "auto",
+        seed: int = 0,
+        val: Dataset | None = None,
+    ) -> None:
+        if order not in (1, 2):
+            raise UserError(f"valuation.order must be 1 or 2, got {order!r}")
+        if val_batch < 1:
+            raise UserError(f"valuation.val_batch must be at least 1, got {val_batch}")
+        self.order = order
+        self.val_batch = val_batch
+        self.ghost = ghost
+        self.seed = seed
+        self.val = val
+
+    # -- attaching -------------------------------------------------------------------------
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._model = trainer.model
+        self._layers = attach_layers(trainer.model)
+        self._check_optimizer(trainer.optimizer_)
+        val = self.val if self.val is not None else trainer.val_data_
+        if val is None or len(val) == 0:
+            raise UserError(
+                "in-run valuation measures each example against validation data, and there is none; "
+                "set data.val_fraction above 0"
+            )
+        self._val = val
+        self._task = trainer.task_
+        self.values_ = np.zeros(len(trainer.train_data_), dtype=np.float64)
+        self.steps_ = 0
+        self._pass, self._cursor = 0, 0
+        self._order = self._val_order(0)
+        self._recording = False
+        self._calls: list[tuple[_Layer, torch.Tensor, tuple[Any, ...], int]] = []
+        self._micros: list[_Micro] = []
+        self._val_rows: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._hooks = [layer.module.register_forward_hook(self._hook(layer)) for layer in self._layers]
+        self.layers_: dict[str, str] = {layer.name: "materialized" for layer in self._layers}
+
+    def _check_optimizer(self, opt: torch.optim.Optimizer) -> None:
+        if not isinstance(opt, (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)):
+            raise UserError(
+                f"in-run valuation knows how SGD, Adam and AdamW step, not {type(opt).__name__}; "
+                "set train.optimizer to sgd or adamw"
+            )
+        for group in opt.param_groups:
+            if group.get("maximize"):
+                raise UserError("in-run valuation assumes the optimizer minimizes the loss (maximize=False)")
+            if group.get("amsgrad"):
+                raise UserError("in-run valuation does not model AMSGrad's running maximum; turn amsgrad off")
+
+    def _hook(self, layer: _Layer) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if not self._recording:
+                return
+            if not isinstance(output, torch.Tensor) or output.shape[:1] != (self._rows,):
+                raise ValueError(
+                    f"layer '{layer.name}' ({type(module).__name__}) returned "
+                    f"{getattr(output, 'shape', type(output))} for a batch of {self._rows} rows: "
+                    "in-run valuation needs every valued layer's output batched by rows"
+                )
+            inputs = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+            self._calls.append((layer, output, inputs, len(self._calls)))
+
+        return hook
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    # -- validation rows -------------------------------------------------------------------
+    def _val_order(self, p: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * p + 1)
+        return torch.randperm(len(self._val), generator=g)
+
+    def _next_val_rows(self) -> torch.Tensor:
+        m = min(self.val_batch, len(self._val))
+        if self._cursor + m > len(self._order):
+            self._pass, self._cursor = self._pass + 1, 0
+            self._order = self._val_order(self._pass)
+        rows = self._order[self._cursor : self._cursor + m]
+        self._cursor += m
+        return rows
+
+    # -- one micro-batch: forward, backward, rebuilt training gradient ---------------------
+    def forward_backward(self, trainer: Trainer, micro: MicroBatch) -> torch.Tensor:
+        n = len(micro.indices)
+        x, y = micro.x, micro.y
+        with_val = micro.number == 0  # the validation gradient is the same for every micro-batch
+        if with_val:
+            rows = self._next_val_rows()
+            xv, yv = trainer.inputs_targets(self._val.X[rows], self._val.y[rows], self._task)
+            self._val_rows = (xv, yv)
+            x, y_all = torch.cat([x, xv]), torch.cat([y, yv])
+        else:
+            y_all = y
+        self._rows = len(x)
+        self._calls = []
+        self._recording = True
+        try:
+            logits = self._model(x)
+        finally:
+            self._recording = False
+        train_loss = trainer.example_losses(logits[:n], y_all[:n], self._task).sum() * micro.scale
+        total = train_loss
+        if with_val:
+            # The validation loss as evaluation sees it: unweighted, mean over rows.
+            val_loss = trainer.loss_fn(logits[n:], y_all[n:], self._task, reduction="none").mean()
+            total = total + val_loss
+        outputs = [out for _, out, _, _ in self._calls]
+        grads = torch.autograd.grad(total, outputs, allow_unused=True)
+        record = _Micro(micro.indices, n, has_val=with_val)
+        train = slice(0, n)
+        for (layer, out, inputs, _), g in zip(self._calls, grads, strict=True):
+            call = Call(layer.module, inputs, torch.zeros_like(out) if g is None else g)
+            record.calls.append((layer, call))
+            for name, grad in layer.rule.grads(call, train).items():
+                p = layer.params.get(name)
+                if p is None:
+                    continue
+                p.grad = grad.detach().clone() if p.grad is None else p.grad.add_(grad)
+        self._calls = []
+        self._micros.append(record)
+        return train_loss.detach()
+
+    # -- the step: coefficients, validation vector, per-example dot products ---------------
+    def on_after_backward(self, trainer: Trainer, info: StepInfo) -> None:
+        if not self._micros:
+            return
+        params = [p for layer in self._layers for p in layer.params.values()]
+        G = {p: p.grad for p in params if p.grad is not None}
+        clip = _clip_factor(list(G.values()), trainer.config.grad_clip)
+        coef = step_coefficients(trainer.optimizer_, G, clip)
+        first = next(m for m in self._micros if m.has_val)
+        n = first.n
+        vrows = slice(n, None)
+        # The validation gradient, per layer parameter (val rows ride with micro-batch 0).
+        gval: dict[nn.Parameter, torch.Tensor] = {}
+        for layer, call in first.calls:
+            for name, g in layer.rule.grads(call, vrows).items():
+                p = layer.params.get(name)
+                if p is not None:
+                    gval[p] = gval[p] + g if p in gval else g
+        V = {p: clip * coef[p] * gval[p] for p in gval if p in coef}
+        if self.order == 2:
+            U = {p: clip * coef[p] * G[p] for p in G}
+            Hu = self._hvp(trainer, U)
+            for p, h in Hu.items():
+                if p in V:
+                    V[p] = V[p] - 0.5 * clip * coef[p] * h
+        counts = _call_counts(first.calls)
+        for micro in self._micros:
+            total = torch.zeros(micro.n, dtype=torch.float64)
+            for layer, call in micro.calls:
+                rows = slice(0, micro.n)
+                if self._use_ghost(layer, call, coef, counts, micro is first, rows, vrows):
+                    self.layers_[layer.name] = "ghost"
+                    for name, d in layer.rule.ghost(call, rows, vrows).items():
+                        p = layer.params.get(name)
+                        if p is not None:
+                            total += (clip * float(coef[p]) * d).double()
+                    continue
+                Vl = {name: V[p] for name, p in layer.params.items() if p in V}
+                if Vl:
+                    total += layer.rule.dot(call, rows, Vl).double()
+            np.add.at(self.values_, micro.positions.numpy(), total.detach().numpy())
+        self._micros = []
+        self.steps_ += 1
+
+    def _use_ghost(
+        self,
+        layer: _Layer,
+        call: Call,
+        coef: dict[nn.Parameter, Coef],
+        counts: dict[int, int],
+        same_micro: bool,
+        rows: slice,
+        vrows: slice,
+    ) -> bool:
+        # Ghost products pair rows of one forward, so only within the micro-batch
+        # that carried the validation rows, only for a layer called once (cross
+        # terms between calls would be missed), and only where the step scales
+        # each parameter by one number (SGD) and nothing but g_val is dotted.
+        if self.ghost == "never" or self.order != 1 or not same_micro:
+            return False
+        if counts[id(layer.module)] != 1 or type(layer.rule).ghost is Rule.ghost:
+            return False
+        if not all(isinstance(coef.get(p, 0.0), float) for p in layer.params.values()):
+            return False
+        return self.ghost == "always" or layer.rule.ghost_pays(call, rows, vrows)
+
+    def _hvp(self, trainer: Trainer, U: dict[nn.Parameter, torch.Tensor]) -> dict[nn.Parameter, torch.Tensor]:
+        """H_val U on the step's validation rows: one double backward through the naive attention twins."""
+        from glassbox.nn.attention import reference_kernels
+
+        assert self._val_rows is not None
+        xv, yv = self._val_rows
+        params = list(U)
+        with reference_kernels():
+            logits = self._model(xv)
+        loss = trainer.loss_fn(logits, yv, self._task, reduction="none").mean()
+        g = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        dot = sum((gi * U[p]).sum() for gi, p in zip(g, params, strict=True) if gi is not None)
+        if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
+            return {}
+        h = torch.autograd.grad(dot, params, allow_unused=True)
+        return {p: hi.detach() for p, hi in zip(params, h, strict=True) if hi is not None}
+
+    # -- resume ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "values": torch.from_numpy(self.values_.copy()),
+            "steps": self.steps_,
+            "pass": self._pass,
+            "cursor": self._cursor,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values_ = state["values"].numpy().astype(np.float64)
+        self.steps_ = int(state["steps"])
+        self._pass, self._cursor = int(state["pass"]), int(state["cursor"])
+        self._order = self._val_order(self._pass)
+
+
+def attach_layers(model: nn.Module) -> list[_Layer]:
+    """Every module with its own trainable parameters, with its rule; refuses what has no rule."""
+    layers = []
+    for name, module in model.named_modules():
+        own = {k: p for k, p in module.named_parameters(recurse=False) if p.requires_grad}
+        if not own:
+            continue
+        label = name or type(model).__name__
+        rule = rule_for(module)
+        if rule is None:
+            raise UserError(
+                f"in-run valuation cannot value through layer '{label}' ({type(module).__name__}): "
+                f"no per-example gradient rule for it (supported: {supported_names()}); "
+                "freeze it (requires_grad=False) or use valuation.method: knn_shapley"
+            )
+        why = rule.check(module)
+        if why is not None:
+            raise UserError(
+                f"in-run valuation cannot value through layer '{label}' ({type(module).__name__}): {why}"
+            )
+        layers.append(_Layer(label, module, rule, own))
+    if not layers:
+        raise UserError("in-run valuation found no trainable parameters in the model")
+    return layers
+
+
+def _call_counts(calls: list[tuple[_Layer, Call]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for layer, _ in calls:
+        counts[id(layer.module)] = counts.get(id(layer.module), 0) + 1
+    return counts
+
+
+def _clip_factor(grads: list[torch.Tensor], max_norm: float | None) -> float:
+    """The factor ``clip_grad_norm_`` will scale the step's gradient by (its own formula)."""
+    if max_norm is None or not grads:
+        return 1.0
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
+    return min(1.0, max_norm / (total + 1e-6))
+
+
+def step_coefficients(
+    opt: torch.optim.Optimizer, grads: dict[nn.Parameter, torch.Tensor], clip: float = 1.0
+) -> dict[nn.Parameter, Coef]:
+    """How far the coming step moves each parameter per unit of its (clipped) fresh gradient.
+
+    SGD gives a number per parameter, Adam and AdamW a tensor: the
+    preconditioner at this step, from the optimizer's state and the step's
+    own gradient (the second moment it is about to store).
+    """
+    out: dict[nn.Parameter, Coef] = {}
+    adam = isinstance(opt, (torch.optim.Adam, torch.optim.AdamW))
+    for group in opt.param_groups:
+        lr = float(group["lr"])
+        for p in group["params"]:
+            if p not in grads:
+                continue
+            state = opt.state.get(p, {})
+            if not adam:
+                mu, damp = group["momentum"], group["dampening"]
+                k = 1.0 if mu == 0 or state.get("momentum_buffer") is None else 1.0 - damp
+                if group["nesterov"] and mu != 0:
+                    k = 1.0 + mu * k
+                out[p] = lr * k
+                continue
+            b1, b2 = group["betas"]
+            t = float(state["step"]) + 1 if "step" in state else 1.0
+            g = clip * grads[p]
+            decoupled = isinstance(opt, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+            if group["weight_decay"] and not decoupled:
+                g = g + group["weight_decay"] * p.detach()  # Adam's L2 term enters the moments
+            v_prev = state.get("exp_avg_sq")
+            v = (1 - b2) * g * g if v_prev is None else b2 * v_prev + (1 - b2) * g * g
+            denom = v.sqrt() / math.sqrt(1 - b2**t) + group["eps"]
+            out[p] = lr * (1 - b1) / (1 - b1**t) / denom
+    return out
+
+
+def values_table(values: np.ndarray, train: Dataset, flipped: list[int] | None) -> Iterator[list[Any]]:
+    """Rows of ``values.csv``: index (source row), value, label, noisy (1 where flipped)."""
+    noisy = set(flipped or [])
+    ids = train.index.tolist()
+    labels = (
+        [train.classes[int(c)] for c in train.y.tolist()]
+        if train.task == "classification"
+        else [""] * len(ids)
+    )
+    for rid, v, lab in zip(ids, values.tolist(), labels, strict=True):
+        yield [rid, f"{v:.9g}", lab, int(rid in noisy)]
