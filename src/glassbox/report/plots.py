@@ -226,3 +226,162 @@ def calibration_plot(y_true: np.ndarray, score: np.ndarray, *, bins: int = 10) -
     bottom.set_ylabel("rows")
     bottom.spines[["top", "right"]].set_visible(False)
     return _png(fig)
+
+
+_CLEAN, _FLIPPED = "#1f77b4", "#d62728"
+
+
+def value_histogram_plot(
+    values: np.ndarray, *, flipped: np.ndarray | None = None, title: str, xlabel: str = "value"
+) -> bytes:
+    """Histogram of per-example data values; with ``flipped``, clean and flipped rows overlaid.
+
+    ``values`` must be finite. The two groups are drawn as shares of their own
+    size, so a few hundred flipped rows stay visible next to thousands of clean
+    ones. A heavy tail would squeeze everything else into one bar, so with many
+    values the outer 0.5 % on each side are piled into the edge bins (the axis
+    label says so).
+    """
+    values = np.asarray(values, dtype=float)
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    clipped = False
+    if len(values) >= 200:
+        q_lo, q_hi = (float(q) for q in np.quantile(values, [0.005, 0.995]))
+        if q_hi > q_lo and (hi - lo) > 3 * (q_hi - q_lo):
+            lo, hi, clipped = q_lo, q_hi, True
+    if hi <= lo:  # all values equal (or none): a bin around the single value
+        lo, hi = lo - 0.5, hi + 0.5
+    # Bins that the smaller group can fill: 50 bins for 150 flipped rows would draw noise, not a shape.
+    smallest = len(values)
+    if flipped is not None:
+        flipped = np.asarray(flipped, dtype=bool)
+        smallest = min(int(flipped.sum()), int((~flipped).sum())) or len(values)
+    bins = np.linspace(lo, hi, int(np.clip(1.5 * np.sqrt(max(smallest, 1)), 10, 50)) + 1)
+    shown = np.clip(values, lo, hi)
+
+    # Nearly as tall as the detection ROC it sits beside in the report.
+    fig = _figure(5.2, 4.2)
+    ax = fig.add_subplot()
+    if flipped is None:
+        ax.hist(shown, bins=bins, color=_CLEAN, alpha=0.85)
+        ax.set_ylabel("rows")
+    else:
+        for mask, name, color in ((~flipped, "clean", _CLEAN), (flipped, "flipped label", _FLIPPED)):
+            group = shown[mask]
+            if len(group):
+                ax.hist(
+                    group,
+                    bins=bins,
+                    weights=np.full(len(group), 1.0 / len(group)),
+                    color=color,
+                    alpha=0.55,
+                    label=f"{name} ({len(group)})",
+                    histtype="stepfilled",
+                    edgecolor=color,
+                )
+        ax.set_ylabel("share of the group's rows")
+        ax.legend(frameon=False)
+    if lo < 0 < hi:
+        ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
+    from matplotlib.ticker import MaxNLocator
+
+    # Values like -0.0035 make long tick labels; fewer ticks keep them apart.
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    ax.set_title(title)
+    ax.set_xlabel(xlabel + (" (outer 1 % piled into the edge bins)" if clipped else ""))
+    _tidy(ax)
+    return _png(fig)
+
+
+def detection_roc_plot(flipped: np.ndarray, scores: Mapping[str, np.ndarray]) -> bytes:
+    """ROC curves of finding flipped labels, one line per method, each with its AUC in the legend.
+
+    ``flipped`` is ``(N,)`` bool; each score is ``(N,)`` and higher means "more
+    likely flipped" (the negated data value). A method whose rows hold only one
+    class is left out.
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    flipped = np.asarray(flipped, dtype=bool)
+    fig = _figure(4.8, 4.4)
+    ax = fig.add_subplot()
+    for i, (name, score) in enumerate(scores.items()):
+        score = np.asarray(score, dtype=float)
+        keep = np.isfinite(score)
+        y = flipped[keep]
+        if y.all() or not y.any():
+            continue
+        fpr, tpr, _ = roc_curve(y, score[keep])
+        ax.plot(
+            fpr, tpr, color=f"C{i}", linewidth=2 if i == 0 else 1.5, label=f"{name} (AUC {auc(fpr, tpr):.3f})"
+        )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal")
+    ax.set_xlabel("false positive rate (clean rows flagged)")
+    ax.set_ylabel("true positive rate (flipped rows found)")
+    ax.set_title("Finding flipped labels by low value")
+    _tidy(ax)
+    ax.legend(loc="lower right", frameon=False, fontsize=9)
+    return _png(fig)
+
+
+def image_grid_plot(
+    images: np.ndarray,
+    captions: Sequence[str],
+    *,
+    marked: Sequence[bool] | np.ndarray | None = None,
+    title: str,
+    columns: int = 4,
+) -> bytes:
+    """A grid of small images, each with a caption; ``marked`` ones get a thick red frame.
+
+    ``images`` is ``(n, C, H, W)`` (or ``(n, H, W)``) with values in [0, 1]:
+    one channel is drawn in grey, three (or four) as colour, any other number
+    shows its first channel. Captions may hold a newline.
+    """
+    images = np.asarray(images, dtype=float)
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise ValueError(f"images must be (n, C, H, W); got shape {images.shape}")
+    n = len(images)
+    marked = np.zeros(n, dtype=bool) if marked is None else np.asarray(marked, dtype=bool)
+    columns = max(1, min(columns, n))
+    rows = max(1, math.ceil(n / columns))
+    # Four columns come out about 500 px wide, the width of one column of the report's figure grid,
+    # so the browser shows the PNG at its own size and the captions stay legible.
+    # At least wide enough for the title when only a row or two are shown.
+    width, height = max(1.12 * columns + 0.15, 3.4), 1.5 * rows + 0.4
+    from matplotlib.figure import Figure
+
+    # A fixed grid rather than _figure's constrained layout, which takes most of a second for 20
+    # axes: each cell is a square image under a three-line caption.
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    fig.subplots_adjust(
+        left=0.08 / width,
+        right=1 - 0.08 / width,
+        bottom=0.06 / height,
+        top=1 - 0.78 / height,
+        wspace=0.12,
+        hspace=0.45,
+    )
+    axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        image = np.clip(np.nan_to_num(images[i], nan=0.0), 0.0, 1.0)
+        if image.shape[0] in (3, 4):
+            ax.imshow(np.moveaxis(image, 0, -1), interpolation="nearest")
+        else:
+            ax.imshow(image[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        color = _FLIPPED if marked[i] else "black"
+        for spine in ax.spines.values():
+            spine.set_visible(True)
+            spine.set_color(color if marked[i] else "#bbbbbb")
+            spine.set_linewidth(3.5 if marked[i] else 0.8)
+        ax.set_title(captions[i], fontsize=7.5, color=color, linespacing=1.1)
+    fig.suptitle(title, fontsize=11, y=1 - 0.06 / height, va="top")
+    return _png(fig)

@@ -44,7 +44,7 @@ torch.Size([4])
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -61,6 +61,7 @@ class Call:
     module: nn.Module
     inputs: tuple[Any, ...]
     grad: torch.Tensor  # dLoss/d(output), same shape as the output, (B, ...)
+    cache: dict[str, Any] = field(default_factory=dict)  # what a rule derives once per call
 
 
 class Rule:
@@ -74,12 +75,18 @@ class Rule:
         """Each row's gradient, ``(n, *param.shape)`` per parameter name: for small parameters."""
         raise NotImplementedError
 
+    def _per_example(self, call: Call, rows: slice) -> Grads:
+        key = ("per_example", rows.start, rows.stop)  # grads and dot of the same rows share it
+        if key not in call.cache:
+            call.cache[key] = self.per_example(call, rows)
+        return call.cache[key]
+
     def grads(self, call: Call, rows: slice) -> Grads:
-        return {k: g.sum(0) for k, g in self.per_example(call, rows).items()}
+        return {k: g.sum(0) for k, g in self._per_example(call, rows).items()}
 
     def dot(self, call: Call, rows: slice, V: Grads) -> torch.Tensor:
         total = None
-        for k, g in self.per_example(call, rows).items():
+        for k, g in self._per_example(call, rows).items():
             if k in V:
                 d = g.flatten(1) @ V[k].reshape(-1).to(g.dtype)  # (n,)
                 total = d if total is None else total + d
@@ -141,10 +148,10 @@ class _Outer(Rule):
         a, b = self.ab(call)
         a, b = a[rows], b[rows]
         Vw = V["weight"].reshape(b.shape[-1], a.shape[-1])  # (d_out, d_in)
-        out = ((a @ Vw.T) * b).sum((1, 2))  # (n,)
+        y = a @ Vw.T  # (n, T, d_out)
         if "bias" in V:
-            out = out + b.sum(1) @ V["bias"]
-        return out
+            y = y + V["bias"]  # sum_t b_t . c, folded into the same product
+        return torch.linalg.vecdot(y.flatten(1), b.flatten(1))  # (n,), without an (n, T, d_out) temporary
 
     def ghost(self, call: Call, rows: slice, vrows: slice) -> Grads:
         a, b = self.ab(call)
@@ -189,18 +196,59 @@ class _ConvRule(_Outer):
             return f"padding='{m.padding}' (give the padding as numbers)"
         return None
 
-    def ab(self, call: Call) -> tuple[torch.Tensor, torch.Tensor]:
-        m: Any = call.module
-        x = call.inputs[0]
+    def _geometry(self, m: Any) -> dict[str, Any]:
         pad = (0,) * self.dims if isinstance(m.padding, str) else m.padding
-        if self.dims == 1:  # a 1-D convolution is a 2-D one over a height of 1
-            x = x.unsqueeze(2)
-            k, d, p, s = (1, *m.kernel_size), (1, *m.dilation), (0, *pad), (1, *m.stride)
-        else:
-            k, d, p, s = m.kernel_size, m.dilation, pad, m.stride
-        a = F.unfold(x, k, dilation=d, padding=p, stride=s)  # (B, C_in * k, L)
-        b = call.grad.flatten(2)  # (B, C_out, L)
-        return a.transpose(1, 2), b.transpose(1, 2)  # (B, L, C_in * k), (B, L, C_out)
+        return {"stride": m.stride, "padding": pad, "dilation": m.dilation}
+
+    def ab(self, call: Call) -> tuple[torch.Tensor, torch.Tensor]:
+        # Only the ghost form needs the unfolded input (im2col is slow on CPU); cached per call.
+        if "ab" not in call.cache:
+            m: Any = call.module
+            geo = self._geometry(m)
+            x = call.inputs[0]
+            k, d, p, s = m.kernel_size, geo["dilation"], geo["padding"], geo["stride"]
+            if self.dims == 1:  # a 1-D convolution is a 2-D one over a height of 1
+                x, k, d, p, s = x.unsqueeze(2), (1, *k), (1, *d), (0, *p), (1, *s)
+            a = F.unfold(x, k, dilation=d, padding=p, stride=s)  # (B, C_in * k, L)
+            b = call.grad.flatten(2)  # (B, C_out, L)
+            call.cache["ab"] = (a.transpose(1, 2), b.transpose(1, 2))  # (B, L, C_in * k), (B, L, C_out)
+        return call.cache["ab"]
+
+    def grads(self, call: Call, rows: slice) -> Grads:
+        # The weight gradient through the convolution's own backward kernel, as autograd would.
+        m: Any = call.module
+        geo = self._geometry(m)
+        has_bias = m.bias is not None
+        _, gw, gb = torch.ops.aten.convolution_backward(
+            call.grad[rows],
+            call.inputs[0][rows],
+            m.weight,
+            [m.out_channels] if has_bias else None,
+            list(geo["stride"]),
+            list(geo["padding"]),
+            list(geo["dilation"]),
+            False,
+            [0] * self.dims,
+            1,
+            [False, True, has_bias],
+        )
+        return {"weight": gw, "bias": gb} if has_bias else {"weight": gw}
+
+    def dot(self, call: Call, rows: slice, V: Grads) -> torch.Tensor:
+        # sum_t b_t . (V a_t) is the convolution of the input with V as its kernel, against b.
+        m: Any = call.module
+        conv = F.conv1d if self.dims == 1 else F.conv2d
+        b = call.grad[rows]
+        y = conv(call.inputs[0][rows], V["weight"], V.get("bias"), **self._geometry(m))  # (n, C_out, *L)
+        return torch.linalg.vecdot(y.flatten(1), b.flatten(1))  # the bias term rides in y
+
+    def ghost_pays(self, call: Call, rows: slice, vrows: slice) -> bool:
+        # The paper's rule, plus the unfolded input the Gram matrices need (im2col
+        # is not free: on this CPU it costs more than the convolution itself).
+        m: Any = call.module
+        T = call.grad[0, 0].numel()  # output positions per example
+        S = call.grad[vrows].shape[0] * T
+        return 2 * T * S + T * m.weight[0].numel() < m.weight.numel()
 
 
 @register_rule(nn.Conv2d)
@@ -271,10 +319,17 @@ def _sum_to(x: torch.Tensor, dims: int) -> torch.Tensor:
 
 @register_rule(nn.LayerNorm)
 class LayerNormRule(Rule):
+    # No per-example materialization: the gradient is sum_t b_t * xhat_t (+ b_t for the
+    # bias), so grads sum over every row and position at once and dot folds V into one product.
+    def _xhat(self, call: Call) -> torch.Tensor:
+        m: Any = call.module
+        if "xhat" not in call.cache:  # once per call, for training and validation rows together
+            call.cache["xhat"] = F.layer_norm(call.inputs[0], m.normalized_shape, None, None, m.eps)
+        return call.cache["xhat"]
+
     def per_example(self, call: Call, rows: slice) -> Grads:
         m: Any = call.module
-        x, b = call.inputs[0][rows], call.grad[rows]
-        xhat = F.layer_norm(x, m.normalized_shape, None, None, m.eps)
+        xhat, b = self._xhat(call)[rows], call.grad[rows]
         nd = len(m.normalized_shape)
         out = {}
         if m.weight is not None:
@@ -282,6 +337,24 @@ class LayerNormRule(Rule):
         if m.bias is not None:
             out["bias"] = _sum_to(b, nd)
         return out
+
+    def grads(self, call: Call, rows: slice) -> Grads:
+        m: Any = call.module
+        xhat, b = self._xhat(call)[rows], call.grad[rows]
+        shape = tuple(m.normalized_shape)
+        out = {}
+        if m.weight is not None:
+            out["weight"] = (b * xhat).reshape(-1, *shape).sum(0)
+        if m.bias is not None:
+            out["bias"] = b.reshape(-1, *shape).sum(0)
+        return out
+
+    def dot(self, call: Call, rows: slice, V: Grads) -> torch.Tensor:
+        xhat, b = self._xhat(call)[rows], call.grad[rows]
+        y = xhat * V["weight"] if "weight" in V else torch.zeros_like(b)
+        if "bias" in V:
+            y = y + V["bias"]
+        return torch.linalg.vecdot(y.flatten(1), b.flatten(1))
 
     def example(self) -> tuple[nn.Module, Callable[[torch.Generator], tuple[Any, ...]]]:
         return nn.LayerNorm(5), lambda g: (torch.randn(4, 6, 5, generator=g),)
