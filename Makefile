@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"  # for --group
-	$(PIP) -e . --group dev
+	$(PIP) -e ".[explain]" --group dev  # explain: captum for the TracIn baseline
 	touch $(STAMP)
 
 install: $(STAMP)

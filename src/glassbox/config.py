@@ -89,6 +89,27 @@ class TrainConfig(Section):
     max_steps_per_epoch: int | None = Field(None, ge=1)  # caps epochs of very large data (text)
 
 
+class ValuationConfig(Section):
+    """Data valuation: which training examples help, which hurt (values.csv and a report section)."""
+
+    # inrun: In-run Data Shapley during training (glassbox.valuation.inrun);
+    # knn_shapley: exact KNN-Shapley on the standardized inputs, no gradients; none: off.
+    method: Literal["none", "inrun", "knn_shapley"] = "none"
+    order: Literal[1, 2] = 1  # inrun: 2 adds the Hessian term (one more backward on the validation rows)
+    # inrun: validation rows per step, rotating through the validation split.
+    # Each costs a row of forward and backward, so keep it well below train.batch_size.
+    val_batch: int = Field(8, ge=1)
+    # Ghost dot products (Gram matrices instead of per-example gradients): auto
+    # follows the paper's 2 T T' < d_in d_out rule per layer where they apply (SGD, order 1).
+    ghost: Literal["auto", "never", "always"] = "auto"
+    # Computed beside the main method in the same run, each into values_<name>.csv:
+    # knn_shapley, tracin (TracIn-CP via Captum over epoch checkpoints, the explain
+    # extra), loo (leave-one-out with logistic regression; at most 200 training rows).
+    baselines: list[Literal["knn_shapley", "tracin", "loo"]] = Field(default_factory=list)
+    knn_k: int = Field(5, ge=1)  # neighbours for KNN-Shapley
+    tracin_checkpoints: int = Field(5, ge=1)  # TracIn: checkpoints kept, evenly spaced over the epochs
+
+
 class ReportConfig(Section):
     enabled: bool = True
     title: str | None = None  # defaults to the recipe name
@@ -101,6 +122,7 @@ class Recipe(Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    valuation: ValuationConfig = ValuationConfig()
     report: ReportConfig = ReportConfig()
 
 

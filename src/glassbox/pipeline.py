@@ -1,10 +1,12 @@
 """run_recipe: a Recipe, stage by stage, inside a Run folder.
 
 Stages: load and check the data (before any folder exists, so bad input
-leaves nothing behind), split, optionally flip labels, build the model,
-train with checkpoints, evaluate on the held-out test split, save the model,
-write predictions and the report. Later capabilities (valuation, ledger,
-export) join as callbacks and stages here, never inside the Trainer.
+leaves nothing behind), split, optionally flip labels, optionally drop the
+lowest-valued rows of an earlier run (cleaning), build the model, train with
+checkpoints (and the valuation stage's callbacks), evaluate on the held-out
+test split, save the model, write predictions, values and the report. Later
+capabilities (ledger, export) join as callbacks and stages here, never
+inside the Trainer.
 
 >>> import tempfile
 >>> from glassbox.config import load_recipe
@@ -40,8 +42,12 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def prepare_data(recipe: Recipe) -> dict[str, Any]:
-    """Load, split and (if asked) corrupt the data; everything here is seeded by the recipe."""
+def prepare_data(recipe: Recipe, clean: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load, split and (if asked) corrupt and clean the data; everything here is seeded by the recipe.
+
+    ``clean`` (``{"values": path, "fraction": f}``) drops the lowest-valued
+    fraction of the training rows, as ``glassbox train --drop-lowest`` asks.
+    """
     from glassbox.data import flip_labels, load_dataset, split_dataset
 
     d = recipe.data
@@ -51,7 +57,14 @@ def prepare_data(recipe: Recipe) -> dict[str, Any]:
     if d.label_noise > 0:
         train, positions = flip_labels(train, d.label_noise, seed=recipe.seed)
         flipped = train.index[positions].tolist()  # source row ids, so they survive any later subset
-    return {"full": full, "train": train, "val": val, "test": test, "flipped": flipped}
+    cleaning = None
+    if clean is not None:
+        from glassbox.valuation.cleaning import drop_lowest
+
+        train, cleaning = drop_lowest(train, clean["values"], clean["fraction"])
+        if flipped is not None:
+            cleaning["flipped_dropped"] = len(set(cleaning["dropped_rows"]) & set(flipped))
+    return {"full": full, "train": train, "val": val, "test": test, "flipped": flipped, "cleaning": cleaning}
 
 
 def _predictions_csv(test: Any, prob: Any) -> str:
@@ -69,15 +82,25 @@ def run_recipe(
     *,
     callbacks: list[Callback] | None = None,
     progress: bool | None = None,
+    clean: dict[str, Any] | None = None,
 ) -> Run:
-    """Run a recipe in a new folder under ``out``; returns the finished Run."""
-    data = prepare_data(recipe)  # bad data fails here, before any run folder exists
+    """Run a recipe in a new folder under ``out``; returns the finished Run.
+
+    ``clean``: ``{"values": "runs/<run>/values.csv", "fraction": 0.1}`` retrains
+    without the lowest-valued tenth of the training rows (see glassbox.valuation.cleaning).
+    """
+    from glassbox.valuation.stage import ValuationStage
+
+    data = prepare_data(recipe, clean)  # bad data fails here, before any run folder exists
+    stage = ValuationStage(recipe.valuation, data["train"], data["val"], recipe.seed)  # and bad valuation
     run = Run.create(out, recipe.name, seed=recipe.seed, recipe=recipe.name)
     with run:
         run.write_text("config.yaml", render(recipe))
         if data["flipped"] is not None:
             run.write_json("label_noise.json", {"fraction": recipe.data.label_noise, "rows": data["flipped"]})
-        _train_and_report(run, recipe, data, callbacks or [], progress, resume=False)
+        if data["cleaning"] is not None:
+            run.update_meta(cleaning=data["cleaning"])
+        _train_and_report(run, recipe, data, stage, callbacks or [], progress, resume=False)
     return run
 
 
@@ -87,6 +110,7 @@ def resume_run(
     """Continue a killed run from its latest checkpoint, in its own folder, with its own recipe."""
     from glassbox.errors import UserError
     from glassbox.train.checkpoint import latest_checkpoint
+    from glassbox.valuation.stage import ValuationStage
 
     run = Run(run_dir)
     if not (run.path / "config.yaml").exists() or not (run.path / "meta.json").exists():
@@ -98,10 +122,13 @@ def resume_run(
             f"{run_dir} has no checkpoint to resume from; start the run afresh with glassbox train"
         )
     recipe = load_recipe(run.path / "config.yaml")
-    data = prepare_data(recipe)
+    cleaning = run.meta().get("cleaning")
+    clean = None if cleaning is None else {"values": cleaning["values"], "fraction": cleaning["fraction"]}
+    data = prepare_data(recipe, clean)
+    stage = ValuationStage(recipe.valuation, data["train"], data["val"], recipe.seed)
     run.update_meta(status="running", resumed=True, error=None)
     with run:
-        _train_and_report(run, recipe, data, callbacks or [], progress, resume=True)
+        _train_and_report(run, recipe, data, stage, callbacks or [], progress, resume=True)
     return run
 
 
@@ -109,6 +136,7 @@ def _train_and_report(
     run: Run,
     recipe: Recipe,
     data: dict[str, Any],
+    stage: Any,
     callbacks: list[Callback],
     progress: bool | None,
     resume: bool,
@@ -126,7 +154,7 @@ def _train_and_report(
     trainer = Trainer(
         model,
         recipe.train,
-        callbacks=[RunLogger(run), ProgressBar(progress), *callbacks],
+        callbacks=[RunLogger(run), ProgressBar(progress), *stage.callbacks(), *callbacks],
         seed=recipe.seed,
         checkpoint_dir=run.path / CHECKPOINTS,
     )
@@ -137,6 +165,7 @@ def _train_and_report(
         {"split": "test", "step": trainer.global_step_, **{f"test_{k}": v for k, v in test_metrics.items()}}
     )
     save_model(model, run.path)
+    valuation = stage.finish(run, trainer, data["flipped"])
     y_true = prob = None
     if train.task == "classification":
         prob = trainer.predict_proba(test)
@@ -167,6 +196,46 @@ def _train_and_report(
             y_prob=prob,
             classes=train.classes or None,
             meta=run.meta(),
+            extra_sections=_report_sections(run, data, valuation, test_metrics),
         )
     # Checkpoints exist to survive a kill; a completed run's weights are model.safetensors.
     shutil.rmtree(run.path / CHECKPOINTS, ignore_errors=True)
+
+
+def _report_sections(run: Run, data: dict[str, Any], valuation: Any, test_metrics: dict) -> list[dict]:
+    """The valuation and cleaning sections of the report, when those stages ran."""
+    from glassbox.report.valuation import cleaning_section, valuation_section
+
+    sections = []
+    train = data["train"]
+    if valuation is not None:
+        labels = [train.classes[int(c)] for c in train.y.tolist()] if train.classes else [""] * len(train)
+        sections.append(
+            valuation_section(
+                valuation.values,
+                source_ids=train.index.numpy(),
+                labels=labels,
+                noisy=valuation.noisy,
+                kind=train.kind,
+                examples=train.X.numpy() if train.kind in ("image", "tabular") else None,
+                feature_names=train.feature_names,
+                primary=valuation.primary,
+                notes=valuation.notes,
+            )
+        )
+    cleaning = data["cleaning"]
+    if cleaning is not None:
+        base_dir = Path(cleaning["values"]).resolve().parent
+        base_results: dict[str, Any] = {}
+        if (base_dir / "meta.json").is_file():
+            base_results = Run(base_dir).meta().get("results", {})
+        sections.append(
+            cleaning_section(
+                base={"run": base_dir.name, "results": base_results},
+                cleaned={"run": run.path.name, "results": {f"test_{k}": v for k, v in test_metrics.items()}},
+                fraction=cleaning["fraction"],
+                dropped=cleaning["dropped"],
+                flipped_dropped=cleaning.get("flipped_dropped"),
+            )
+        )
+    return sections

@@ -33,27 +33,48 @@ def train(
             metavar="RUN", help="Continue a killed run from its last checkpoint: --resume runs/<run>."
         ),
     ] = None,
+    drop_lowest: Annotated[
+        float | None,
+        typer.Option(
+            "--drop-lowest",
+            metavar="FRACTION",
+            help="Retrain without this fraction of the lowest-valued training rows (needs --values).",
+        ),
+    ] = None,
+    values: Annotated[
+        str | None,
+        typer.Option(metavar="CSV", help="The values.csv of an earlier run of the same recipe."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Example: glassbox train recipes/digits.yaml --set train.epochs=20
 
     Train as RECIPE says; writes runs/<time>-<name>/ with the model, metrics
     and report.html. A killed run continues with: glassbox train --resume runs/<run>
+
+    Cleaning: glassbox train RECIPE --drop-lowest 0.1 --values runs/<run>/values.csv
+    retrains without the lowest-valued tenth of the training rows and compares both runs.
     """
     from glassbox.config import load_recipe
     from glassbox.errors import UserError
     from glassbox.pipeline import resume_run, run_recipe
 
+    if (drop_lowest is None) != (values is None):
+        raise UserError(
+            "--drop-lowest and --values go together, e.g. --drop-lowest 0.1 --values runs/<run>/values.csv"
+        )
+    clean = None if values is None else {"values": values, "fraction": drop_lowest}
     if resume is not None:
-        if recipe is not None or set_:
+        if recipe is not None or set_ or clean is not None:
             raise UserError(
-                "a resumed run continues with its own config.yaml: give --resume RUN without RECIPE or --set"
+                "a resumed run continues with its own config.yaml: give --resume RUN without RECIPE, "
+                "--set or --drop-lowest"
             )
         run = resume_run(resume)
     elif recipe is None:
         raise UserError("give a recipe (e.g. glassbox train recipes/healthcare.yaml) or --resume runs/<run>")
     else:
-        run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out)
+        run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out, clean=clean)
     print_run(run, as_json)
 
 

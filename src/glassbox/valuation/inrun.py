@@ -63,7 +63,6 @@ a noise-free validation gradient.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -478,16 +477,3 @@ def _scaled(coef: dict[nn.Parameter, Coef], vecs: dict[nn.Parameter, torch.Tenso
         out = torch._foreach_mul([vecs[p] for p in ps], [coef[p] for p in ps])  # type: ignore[misc]
         torch._foreach_mul_(out, clip)
     return dict(zip(ps, out, strict=True))
-
-
-def values_table(values: np.ndarray, train: Dataset, flipped: list[int] | None) -> Iterator[list[Any]]:
-    """Rows of ``values.csv``: index (source row), value, label, noisy (1 where flipped)."""
-    noisy = set(flipped or [])
-    ids = train.index.tolist()
-    labels = (
-        [train.classes[int(c)] for c in train.y.tolist()]
-        if train.task == "classification"
-        else [""] * len(ids)
-    )
-    for rid, v, lab in zip(ids, values.tolist(), labels, strict=True):
-        yield [rid, f"{v:.9g}", lab, int(rid in noisy)]
