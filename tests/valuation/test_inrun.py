@@ -67,9 +67,13 @@ def _model(case: str) -> tuple[nn.Module, Dataset, Dataset]:
     elif case == "image":
         tr, va = _image(), _image(8, seed=1)
         model = build_model(ModelConfig(**cfg, patch=2, conv_stem=True), tr)
-    elif case in ("text-softmax", "text-gla", "text-deltanet"):
+    elif case == "image-merge":  # token merging (ToMe) between attention and MLP
+        tr, va = _image(), _image(8, seed=1)
+        model = build_model(ModelConfig(**cfg, patch=1, conv_stem=True, merge_r=3), tr)
+    elif case.startswith("text-"):
         tr, va = _text(), _text(6, seed=1)
-        model = build_model(ModelConfig(**cfg, attention=case.split("-")[1], chunk_size=4), tr)
+        kind = case.split("-")[1]
+        model = build_model(ModelConfig(**cfg, attention=kind, chunk_size=4, window=3), tr)
     else:
         tr, va = _text(), _text(6, seed=1)
         tr.kind = va.kind = "sequence"  # the Trainer's LM path, on a model of our own
@@ -91,7 +95,11 @@ def per_example_grads(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, scale:
         return trainer.example_losses(logits, yi.unsqueeze(0), task).sum() * scale
 
     with reference_kernels():
-        return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+        if getattr(model, "merge_r", 0) == 0:
+            return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+        # Token merging scatters in place, which vmap cannot batch: one example at a time.
+        rows = [grad(loss)(params, x[i], y[i]) for i in range(len(x))]
+        return {k: torch.stack([r[k] for r in rows]) for k in params}
 
 
 def val_grad(trainer: Trainer, val: Dataset) -> dict:
@@ -168,7 +176,8 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 SGD = dict(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, grad_clip=None, batch_size=8)
-CASES = ["tabular", "image", "text-softmax", "text-gla", "text-deltanet", "convseq"]
+KINDS = ["softmax", "linear", "sliding", "gla", "deltanet"]
+CASES = ["tabular", "image", "image-merge", *[f"text-{k}" for k in KINDS], "convseq"]
 
 
 @pytest.mark.parametrize("case", CASES)
