@@ -148,10 +148,9 @@ class _Outer(Rule):
         a, b = self.ab(call)
         a, b = a[rows], b[rows]
         Vw = V["weight"].reshape(b.shape[-1], a.shape[-1])  # (d_out, d_in)
-        y = a @ Vw.T  # (n, T, d_out)
-        if "bias" in V:
-            y = y + V["bias"]  # sum_t b_t . c, folded into the same product
-        return torch.linalg.vecdot(y.flatten(1), b.flatten(1))  # (n,), without an (n, T, d_out) temporary
+        # V a_t + c for every row and position in one fused call (the bias term is sum_t b_t . c).
+        y = F.linear(a, Vw, V.get("bias"))  # (n, T, d_out)
+        return torch.linalg.vecdot(y.flatten(1), b.flatten(1))  # (n,)
 
     def ghost(self, call: Call, rows: slice, vrows: slice) -> Grads:
         a, b = self.ab(call)
