@@ -78,7 +78,6 @@ if TYPE_CHECKING:
     from glassbox.data.base import Dataset
     from glassbox.train.trainer import Trainer
 
-Coef = float | torch.Tensor  # per parameter: a number (SGD) or a tensor like it (Adam)
 # The validation loss enters the shared backward scaled by this power of two:
 # exact to undo, and small enough that its share of a weight gradient leaves
 # no trace after subtraction, yet far above float32's smallest normal number.
@@ -108,7 +107,7 @@ class _Micro:
     n: int
     calls: list[tuple[_Layer, Call]] = field(default_factory=list)
     has_val: bool = False
-    gval: dict[nn.Parameter, torch.Tensor] = field(default_factory=dict)  # the validation gradient
+    gval: dict[nn.Parameter, torch.Tensor] = field(default_factory=dict)  # VAL_SCALE x validation gradient
 
 
 class InRunValuation(Callback):
@@ -150,6 +149,7 @@ class InRunValuation(Callback):
         self._model = trainer.model
         self._layers = attach_layers(trainer.model)
         self._check_optimizer(trainer.optimizer_)
+        self._flat = Flat([p for layer in self._layers for p in layer.params.values()], trainer.optimizer_)
         val = self.val if self.val is not None else trainer.val_data_
         if val is None or len(val) == 0:
             raise UserError(
@@ -264,7 +264,7 @@ class InRunValuation(Callback):
         return train_loss.detach()
 
     def _remove_validation(self, record: _Micro, vrows: slice) -> dict[nn.Parameter, torch.Tensor]:
-        """Take the validation rows' share out of ``.grad``; returns their (unscaled) gradient.
+        """Take the validation rows' share out of ``.grad``; returns it (VAL_SCALE x their gradient).
 
         The share is VAL_SCALE times the validation gradient, computed from the
         same activations by the layers' rules, so what is left in ``.grad`` is
@@ -278,43 +278,39 @@ class InRunValuation(Callback):
                     continue
                 p.grad.sub_(g)
                 gval[p] = gval[p] + g if p in gval else g
-        torch._foreach_mul_(list(gval.values()), 1.0 / VAL_SCALE)
-        return gval
+        return gval  # still times VAL_SCALE; on_after_backward undoes it in one flat op
 
     # -- the step: coefficients, validation vector, per-example dot products ---------------
     @torch.no_grad()
     def on_after_backward(self, trainer: Trainer, info: StepInfo) -> None:
         if not self._micros:
             return
-        params = [p for layer in self._layers for p in layer.params.values()]
-        G = {p: p.grad for p in params if p.grad is not None}
-        clip = _clip_factor(list(G.values()), trainer.config.grad_clip)
-        coef = step_coefficients(trainer.optimizer_, G, clip)
+        flat = self._flat
+        G = flat.cat([p.grad for p in flat.params])  # (P,) the step's training gradient
+        clip = _clip_factor(G, trainer.config.grad_clip)
+        coef, scalars = flat.coefficients(trainer.optimizer_, G, clip)  # (P,)
         first = next(m for m in self._micros if m.has_val)
-        n = first.n
-        vrows = slice(n, None)
-        gval = first.gval  # the validation rows rode with the first micro-batch
-        V = _scaled(coef, gval, clip)
+        vrows = slice(first.n, None)
+        # The validation rows rode with the first micro-batch, scaled by VAL_SCALE.
+        gval = flat.cat([first.gval.get(p) for p in flat.params])
+        V = coef * gval * (clip / VAL_SCALE)
         if self.order == 2:
-            Hu = self._hvp(trainer, _scaled(coef, G, clip))
-            for p, h in _scaled(coef, Hu, 0.5 * clip).items():
-                if p in V:
-                    V[p] = V[p] - h
+            Hu = flat.cat_dict(self._hvp(trainer, flat.split(coef * G * clip)))
+            V -= coef * Hu * (0.5 * clip)
+        Vp = flat.split(V)
         counts = _call_counts(first.calls)
         for micro in self._micros:
             parts = []
             rows = slice(0, micro.n)
             for layer, call in micro.calls:
-                if self._use_ghost(layer, call, coef, counts, micro is first, rows, vrows):
+                if self._use_ghost(layer, call, scalars, counts, micro is first, rows, vrows):
                     self.layers_[layer.name] = "ghost"
                     for name, d in layer.rule.ghost(call, rows, vrows).items():
                         p = layer.params.get(name)
                         if p is not None:
-                            parts.append(d * (clip * float(coef[p]) / VAL_SCALE))
+                            parts.append(d * (clip * scalars[p] / VAL_SCALE))
                     continue
-                Vl = {name: V[p] for name, p in layer.params.items() if p in V}
-                if Vl:
-                    parts.append(layer.rule.dot(call, rows, Vl))
+                parts.append(layer.rule.dot(call, rows, {name: Vp[p] for name, p in layer.params.items()}))
             # Summed in float64: a step's value is small beside the running total.
             total = torch.stack(parts).double().sum(0) if parts else torch.zeros(micro.n)
             np.add.at(self.values_, micro.positions.numpy(), total.numpy())
@@ -325,7 +321,7 @@ class InRunValuation(Callback):
         self,
         layer: _Layer,
         call: Call,
-        coef: dict[nn.Parameter, Coef],
+        scalars: dict[nn.Parameter, float] | None,
         counts: dict[int, int],
         same_micro: bool,
         rows: slice,
@@ -339,7 +335,7 @@ class InRunValuation(Callback):
             return False
         if counts[id(layer.module)] != 1 or type(layer.rule).ghost is Rule.ghost:
             return False
-        if not all(isinstance(coef.get(p, 0.0), float) for p in layer.params.values()):
+        if scalars is None:
             return False
         return self.ghost == "always" or layer.rule.ghost_pays(call, rows, vrows)
 
@@ -410,70 +406,112 @@ def _call_counts(calls: list[tuple[_Layer, Call]]) -> dict[int, int]:
     return counts
 
 
-def _clip_factor(grads: list[torch.Tensor], max_norm: float | None) -> float:
+def _clip_factor(G: torch.Tensor, max_norm: float | None) -> float:
     """The factor ``clip_grad_norm_`` will scale the step's gradient by (its own formula)."""
-    if max_norm is None or not grads:
+    if max_norm is None:
         return 1.0
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
-    return min(1.0, max_norm / (total + 1e-6))
+    return min(1.0, max_norm / (float(torch.linalg.vector_norm(G)) + 1e-6))
+
+
+class Flat:
+    """The valued parameters laid end to end, grouped as the optimizer groups them.
+
+    The step's arithmetic (clip norm, Adam's preconditioner, the validation
+    vector) then costs a handful of operations on one vector of P numbers
+    instead of a handful per parameter tensor: on a small model on a CPU,
+    per-tensor dispatch (foreach ops included, which loop on the CPU) costs
+    more than the arithmetic.
+    """
+
+    def __init__(self, params: list[nn.Parameter], opt: torch.optim.Optimizer) -> None:
+        ours = {id(p) for p in params}
+        order: list[nn.Parameter] = []
+        self.groups: list[tuple[dict[str, Any], int, int, list[nn.Parameter]]] = []
+        for group in opt.param_groups:
+            ps = [p for p in group["params"] if id(p) in ours]
+            if ps:
+                lo = sum(p.numel() for p in order)
+                order += ps
+                self.groups.append((group, lo, lo + sum(p.numel() for p in ps), ps))
+        missing = ours - {id(p) for p in order}
+        if missing:
+            raise UserError(
+                f"{len(missing)} trainable parameter(s) of the model are not in the optimizer; "
+                "in-run valuation values the steps the optimizer takes, so give it every trainable parameter"
+            )
+        self.params = order
+        self.sizes = [p.numel() for p in order]
+
+    def cat(self, tensors: list[torch.Tensor | None]) -> torch.Tensor:
+        """One vector from per-parameter tensors (None: zeros)."""
+        ref = self.params[0]
+        return torch.cat(
+            [
+                t.reshape(-1) if t is not None else torch.zeros(n, dtype=ref.dtype, device=ref.device)
+                for t, n in zip(tensors, self.sizes, strict=True)
+            ]
+        )
+
+    def cat_dict(self, by_param: dict[nn.Parameter, torch.Tensor]) -> torch.Tensor:
+        return self.cat([by_param.get(p) for p in self.params])
+
+    def split(self, flat: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+        """Per-parameter views of a flat vector."""
+        return {p: x.view(p.shape) for p, x in zip(self.params, flat.split(self.sizes), strict=True)}
+
+    def coefficients(
+        self, opt: torch.optim.Optimizer, G: torch.Tensor, clip: float = 1.0
+    ) -> tuple[torch.Tensor, dict[nn.Parameter, float] | None]:
+        """How far the coming step moves each coordinate per unit of its clipped fresh gradient.
+
+        Returns the flat coefficients and, for SGD, one number per parameter
+        (what the ghost form needs). Adam and AdamW: the preconditioner of
+        this step, from the optimizer's state and the step's own gradient
+        (the second moment it is about to store).
+        """
+        pieces: list[torch.Tensor] = []
+        scalars: dict[nn.Parameter, float] | None = {}
+        adam = isinstance(opt, (torch.optim.Adam, torch.optim.AdamW))
+        for group, lo, hi, ps in self.groups:
+            lr = float(group["lr"])
+            if not adam:
+                mu, damp = group["momentum"], group["dampening"]
+                ks = []
+                for p in ps:
+                    k = 1.0 if mu == 0 or opt.state.get(p, {}).get("momentum_buffer") is None else 1.0 - damp
+                    ks.append(lr * (1.0 + mu * k if group["nesterov"] and mu != 0 else k))
+                assert scalars is not None
+                scalars.update(zip(ps, ks, strict=True))
+                sizes = torch.tensor([p.numel() for p in ps])
+                pieces.append(torch.repeat_interleave(torch.tensor(ks, dtype=G.dtype), sizes))
+                continue
+            scalars = None
+            b1, b2 = group["betas"]
+            states = [opt.state.get(p, {}) for p in ps]
+            steps = {float(st["step"]) if "step" in st else 0.0 for st in states}
+            if len(steps) > 1:
+                raise ValueError("in-run valuation expects every parameter of a group to share Adam's step")
+            t = steps.pop() + 1
+            g = G[lo:hi] * clip
+            decoupled = isinstance(opt, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
+            if group["weight_decay"] and not decoupled:  # Adam's L2 term enters the moments
+                g = g + group["weight_decay"] * torch.cat([p.detach().reshape(-1) for p in ps])
+            v = (1 - b2) * g * g
+            if t > 1:
+                v += b2 * torch.cat([st["exp_avg_sq"].reshape(-1) for st in states])
+            denom = v.sqrt_().div_(math.sqrt(1 - b2**t)).add_(group["eps"])
+            pieces.append(denom.reciprocal_().mul_(lr * (1 - b1) / (1 - b1**t)))
+        return torch.cat(pieces), scalars
 
 
 def step_coefficients(
     opt: torch.optim.Optimizer, grads: dict[nn.Parameter, torch.Tensor], clip: float = 1.0
-) -> dict[nn.Parameter, Coef]:
-    """How far the coming step moves each parameter per unit of its (clipped) fresh gradient.
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Per parameter, how far the coming step moves it per unit of its clipped fresh gradient.
 
-    SGD gives a number per parameter, Adam and AdamW a tensor: the
-    preconditioner at this step, from the optimizer's state and the step's
-    own gradient (the second moment it is about to store). Computed with
-    ``torch._foreach_*`` over each parameter group: per-tensor loops cost
-    more than the step itself on a small model.
+    SGD: ``lr`` times momentum's share of the fresh gradient; Adam/AdamW: the
+    step's preconditioner ``lr (1 - b1) / (1 - b1^t) / (sqrt(v_t / (1 - b2^t)) + eps)``.
     """
-    out: dict[nn.Parameter, Coef] = {}
-    adam = isinstance(opt, (torch.optim.Adam, torch.optim.AdamW))
-    for group in opt.param_groups:
-        lr = float(group["lr"])
-        ps = [p for p in group["params"] if p in grads]
-        if not adam:
-            mu, damp = group["momentum"], group["dampening"]
-            for p in ps:
-                k = 1.0 if mu == 0 or opt.state.get(p, {}).get("momentum_buffer") is None else 1.0 - damp
-                out[p] = lr * (1.0 + mu * k if group["nesterov"] and mu != 0 else k)
-            continue
-        b1, b2 = group["betas"]
-        decoupled = isinstance(opt, torch.optim.AdamW) or group.get("decoupled_weight_decay", False)
-        # Parameters share a step count unless some joined late; group by it.
-        by_t: dict[float, list[nn.Parameter]] = {}
-        for p in ps:
-            state = opt.state.get(p, {})
-            by_t.setdefault(float(state["step"]) + 1 if "step" in state else 1.0, []).append(p)
-        for t, qs in by_t.items():
-            g = torch._foreach_mul([grads[p] for p in qs], clip)
-            if group["weight_decay"] and not decoupled:  # Adam's L2 term enters the moments
-                torch._foreach_add_(g, [p.detach() for p in qs], alpha=group["weight_decay"])
-            if t > 1:
-                v = torch._foreach_mul([opt.state[p]["exp_avg_sq"] for p in qs], b2)
-                torch._foreach_addcmul_(v, g, g, value=1 - b2)
-            else:
-                v = torch._foreach_mul(g, g)
-                torch._foreach_mul_(v, 1 - b2)
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, math.sqrt(1 - b2**t))
-            torch._foreach_add_(denom, group["eps"])
-            coef = torch._foreach_reciprocal(denom)
-            torch._foreach_mul_(coef, lr * (1 - b1) / (1 - b1**t))
-            out.update(zip(qs, coef, strict=True))
-    return out
-
-
-def _scaled(coef: dict[nn.Parameter, Coef], vecs: dict[nn.Parameter, torch.Tensor], clip: float) -> dict:
-    """``clip * coef[p] * vecs[p]`` for every p in both, batched with foreach ops."""
-    ps = [p for p in vecs if p in coef]
-    if not ps:
-        return {}
-    if isinstance(coef[ps[0]], float):
-        out = torch._foreach_mul([vecs[p] for p in ps], [clip * float(coef[p]) for p in ps])
-    else:
-        out = torch._foreach_mul([vecs[p] for p in ps], [coef[p] for p in ps])  # type: ignore[misc]
-        torch._foreach_mul_(out, clip)
-    return dict(zip(ps, out, strict=True))
+    flat = Flat(list(grads), opt)
+    coef, _ = flat.coefficients(opt, flat.cat_dict(grads), clip)
+    return flat.split(coef)
