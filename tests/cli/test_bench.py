@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from glassbox.cli.main import main
 
 
@@ -45,3 +47,24 @@ def test_mqar_json_tiny(capsys) -> None:
     assert res["cells"] == ["16x2", "32x4"] and 0.0 <= res["accuracy"]["softmax"]["32x4"] <= 1.0
     steps = [res["results"]["softmax"][c]["steps"] for c in res["cells"]]
     assert steps == [2, 2]  # whole epochs of eval_every steps: 2 for the first stage, 1 rounds up to 2
+
+
+@pytest.mark.slow
+def test_valuation_quick_json(capsys) -> None:
+    # The whole --quick run: digits, seed 0, 3 epochs, no TracIn, 2 repetitions of the overhead.
+    # 28-42 s alone on the shared 2-core machine (74 s beside two other processes), hence slow.
+    assert main(["bench", "valuation", "--quick", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["settings"]["quick"] and res["settings"]["seeds"] == [0]
+    auroc = res["auroc"]["digits"]
+    assert set(auroc) == {"inrun_sgd", "inrun_adamw", "knn_shapley"}
+    assert all(0.0 <= auroc[m]["mean"] <= 1.0 and auroc[m]["per_seed"] == [auroc[m]["mean"]] for m in auroc)
+    assert all(u["inrun_nonfinite"] == 0 for u in res["units"])
+    for opt in ("sgd", "adamw"):
+        c = res["cleaning"]["digits"][opt]
+        assert c["dropped"] == round(0.1 * res["units"][0]["train_rows"])
+        assert 0 <= c["flipped_dropped"]["mean"] <= c["dropped"]
+        cells = res["overhead"]["digits"]["results"][opt]
+        assert set(cells) == {"plain", "order1_vb8", "order2_vb8"}
+        assert all(cells[k]["throughput_ratio"] > 0 for k in ("order1_vb8", "order2_vb8"))
+    assert any(k.startswith("throughput digits sgd order1_vb8") for k in res["targets"])

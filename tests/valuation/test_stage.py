@@ -167,3 +167,21 @@ def test_language_model_data_gets_inrun_but_not_label_baselines(tmp_path, capsys
     )
     assert main(["train", str(p), "--out", str(tmp_path / "runs")]) == 2
     assert "language-model data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("epochs", [1, 3, 7, 12, 40])
+def test_tracin_snapshots_are_spread_over_the_epochs_actually_run(epochs):
+    from types import SimpleNamespace
+
+    from glassbox.valuation.stage import EpochSnapshots
+
+    model = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(model=model, optimizer_=torch.optim.SGD(model.parameters(), lr=0.1))
+    snaps = EpochSnapshots(5)
+    snaps.on_fit_start(trainer)
+    for e in range(1, epochs + 1):  # as if early stopping ended training here
+        snaps.on_epoch_end(trainer, e, {})
+    snaps.on_fit_end(trainer)
+    assert len(snaps.weights_) == min(5, epochs)
+    assert snaps.epochs_[-1] >= epochs - max(1, epochs // 5)  # reaches the end of training
+    assert snaps.epochs_[0] <= max(1, epochs // 4)  # and starts near its beginning

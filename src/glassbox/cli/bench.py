@@ -12,7 +12,12 @@ import typer
 from glassbox.cli.common import print_json
 
 # NAME -> file in benchmarks/; each file has main(argv) -> dict.
-BENCHMARKS = {"attention": "attention_speed.py", "mqar": "mqar.py", "merging": "token_merging.py"}
+BENCHMARKS = {
+    "attention": "attention_speed.py",
+    "mqar": "mqar.py",
+    "merging": "token_merging.py",
+    "valuation": "valuation.py",
+}
 
 
 def benchmarks_dir() -> Path:
@@ -85,6 +90,49 @@ def _print_mqar(res: dict[str, Any]) -> None:
         print(f"{kind:<10}" + "".join(f"{_fmt(accs.get(c)):>10}" for c in cells) + f"{secs:>10.0f}")
 
 
+def _stat(s: dict[str, Any] | None, scale: float = 1.0) -> str:
+    if s is None or s.get("mean") is None:
+        return "-"
+    std = s.get("std")
+    mean = s["mean"] * scale
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} +- {std * scale:.3f}"
+
+
+def _print_valuation(res: dict[str, Any]) -> None:
+    seeds = res["settings"]["seeds"]
+    if "auroc" in res:
+        which = ",".join(map(str, seeds))
+        print(f"mislabel detection AUROC, 10 % flipped labels, seeds {which} (mean +- std)")
+        for ds, rows in res["auroc"].items():
+            print(f"  {ds}")
+            for method, s in rows.items():
+                print(f"    {method:<14}{_stat(s):>18}")
+        print("test accuracy, all training rows -> without the lowest-valued 10 % (in-run values)")
+        for ds, by_opt in res["cleaning"].items():
+            for opt, c in by_opt.items():
+                flipped = c["flipped_dropped"]["mean"]
+                print(
+                    f"  {ds:<14}{opt:<7}{_stat(c['test_accuracy_all']):>18} ->"
+                    f"{_stat(c['test_accuracy_cleaned']):>18}"
+                    f"   flipped among dropped {_fmt(flipped)} of {c['dropped']}"
+                )
+    if "overhead" in res:
+        print(
+            f"overhead, ms per optimizer step and throughput ratio (plain / valued), 1 thread, "
+            f"median of {res['settings']['overhead']['reps']}"
+        )
+        print(f"  {'data':<14}{'optimizer':<10}{'valuation':<14}{'ms/step':>9}{'ratio':>8}{'cpu ratio':>11}")
+        for ds, o in res["overhead"].items():
+            for opt, cells in o["results"].items():
+                for name, c in cells.items():
+                    print(
+                        f"  {ds:<14}{opt:<10}{name:<14}{_fmt(c['ms_per_step']):>9}"
+                        f"{_ratio(c.get('throughput_ratio')):>8}{_ratio(c.get('throughput_ratio_cpu')):>11}"
+                    )
+    for target, ok in res.get("targets", {}).items():
+        print(f"  {'met' if ok else 'NOT met'}: {target}")
+
+
 def _print_generic(res: dict[str, Any]) -> None:
     # Benchmarks written elsewhere (merging) shape their results freely: lists
     # of flat records become tables, everything else a key: value line.
@@ -101,7 +149,8 @@ def _print_generic(res: dict[str, Any]) -> None:
 
 def bench(
     name: Annotated[
-        str, typer.Argument(metavar="NAME", help="attention, mqar or merging.", show_default=False)
+        str,
+        typer.Argument(metavar="NAME", help="attention, mqar, merging or valuation.", show_default=False),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="A small subset that runs in minutes.")] = False,
@@ -118,7 +167,8 @@ def bench(
 
     Run a benchmark from the checkout's benchmarks/ folder: attention (speed
     and memory of each attention kind against softmax), mqar (associative
-    recall accuracy per kind) or merging (token merging). Options after --
+    recall accuracy per kind), merging (token merging) or valuation (in-run
+    data valuation: overhead, mislabel AUROC, cleaning). Options after --
     go to the benchmark itself: glassbox bench attention -- --lengths 256,1024
     """
     module = load_benchmark(name)
@@ -130,6 +180,8 @@ def bench(
         _print_attention(res)
     elif name == "mqar":
         _print_mqar(res)
+    elif name == "valuation":
+        _print_valuation(res)
     else:
         _print_generic(res)
 
@@ -137,6 +189,6 @@ def bench(
 def register(app: typer.Typer) -> None:
     app.command(
         "bench",
-        short_help="Run a benchmark: attention speed, MQAR recall, token merging.",
+        short_help="Run a benchmark: attention speed, MQAR recall, token merging, data valuation.",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(bench)

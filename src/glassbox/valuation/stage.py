@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -48,35 +47,53 @@ LOO_MAX_ROWS = 200  # leave-one-out retrains once per row
 
 
 class EpochSnapshots(Callback):
-    """Keeps up to ``count`` copies of the weights, evenly spaced over the epochs, with their learning rate.
+    """Keeps ``count`` copies of the weights, evenly spaced over the epochs actually run, with their lr.
 
-    TracIn-CP sums gradient alignments over such checkpoints. Kept in memory
-    (and in the trainer's checkpoints, so ``--resume`` keeps them too).
+    TracIn-CP sums gradient alignments over such checkpoints. Early stopping
+    means the number of epochs is unknown in advance, so snapshots are taken
+    every ``every`` epochs and, whenever more than ``2 * count`` pile up,
+    every other one is dropped and ``every`` doubles; at the end ``count``
+    evenly spaced ones remain. Kept in memory (and in the trainer's
+    checkpoints, so ``--resume`` keeps them too).
     """
 
     def __init__(self, count: int) -> None:
         self.count = count
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        self.every = max(1, math.ceil(trainer.config.epochs / self.count))
+        self.every = 1
         self.weights_: list[dict[str, torch.Tensor]] = []
         self.lrs_: list[float] = []
+        self.epochs_: list[int] = []
+
+    def _take(self, trainer: Trainer, epoch: int) -> None:
+        self.weights_.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+        self.lrs_.append(float(trainer.optimizer_.param_groups[0]["lr"]))
+        self.epochs_.append(epoch)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
-        if epoch % self.every == 0 and len(self.weights_) < self.count:
-            self.weights_.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
-            self.lrs_.append(float(trainer.optimizer_.param_groups[0]["lr"]))
+        if epoch % self.every:
+            return
+        self._take(trainer, epoch)
+        if len(self.weights_) > 2 * self.count:
+            self.weights_, self.lrs_, self.epochs_ = self.weights_[1::2], self.lrs_[1::2], self.epochs_[1::2]
+            self.every *= 2
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        if not self.weights_:  # stopped early before the first snapshot: the final weights
-            self.weights_.append({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
-            self.lrs_.append(float(trainer.optimizer_.param_groups[0]["lr"]))
+        if not self.weights_:  # no epoch finished: the final weights
+            self._take(trainer, 0)
+        if len(self.weights_) > self.count:
+            keep = np.unique(np.linspace(0, len(self.weights_) - 1, self.count).round().astype(int))
+            self.weights_ = [self.weights_[i] for i in keep]
+            self.lrs_ = [self.lrs_[i] for i in keep]
+            self.epochs_ = [self.epochs_[i] for i in keep]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights": self.weights_, "lrs": self.lrs_}
+        return {"weights": self.weights_, "lrs": self.lrs_, "epochs": self.epochs_, "every": self.every}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.weights_, self.lrs_ = list(state["weights"]), list(state["lrs"])
+        self.epochs_, self.every = list(state["epochs"]), int(state["every"])
 
 
 @dataclass
@@ -173,7 +190,8 @@ class ValuationStage:
                 f"the drop in validation loss its update caused, {c.val_batch} validation rows per step."
             )
         if "tracin" in values and self.snapshots is not None:
-            notes.append(f"TracIn-CP over {len(self.snapshots.weights_)} epoch checkpoints.")
+            taken = ", ".join(map(str, self.snapshots.epochs_))
+            notes.append(f"TracIn-CP over {len(self.snapshots.weights_)} checkpoints (after epochs {taken}).")
         if "knn_shapley" in values:
             notes.append(f"KNN-Shapley with K = {c.knn_k} on standardized inputs.")
         noisy = None
