@@ -29,18 +29,27 @@ the work (GhostSuite, the authors' code, covers plain SGD only):
   counts only the step it was in, as the paper does.
 
 How it is computed (one forward, one backward): the step's validation rows
-are appended to its training rows; forward hooks keep each layer's input;
-one ``autograd.grad`` of (training loss + validation loss) to the layers'
-*outputs* gives the output gradients of both parts. From these, per layer
-(``glassbox.valuation.rules``): the training gradient is rebuilt for the
-optimizer (autograd never computed the weight gradients), the validation
-gradient is summed, and each training example's ``<g_i, V>`` is read off
-without materializing g_i. With SGD at first order a layer may instead use
-ghost dot products (Gram matrices of inputs and of output gradients) when
-that is cheaper by the paper's rule. The second-order term needs
-``H_val (sum_j U_j)``: one extra Hessian-vector product on the validation
-rows (a double backward through the attention kinds' naive twins, since the
-fused kernels are differentiable once).
+are appended to its training rows, their loss scaled by ``VAL_SCALE``
+(2^-12); forward hooks keep each layer's input and tensor hooks its output
+gradient during the one ``backward``. Autograd's own fused kernels compute
+the weight gradients of all rows (measured here about 4x faster than
+rebuilding them from the activations); per layer
+(``glassbox.valuation.rules``), the validation rows' share is computed from
+the same activations and subtracted, which leaves exactly the training
+gradient for the optimizer and gives the validation gradient. Each training
+example's ``<g_i, V>`` is then read off without materializing g_i (one
+product of the layer's input with V, against its output gradient). With SGD
+at first order a layer may instead use ghost dot products (Gram matrices of
+inputs and of output gradients) when the paper's rule says they are
+cheaper. The second-order term needs ``H_val (sum_j U_j)``: one extra
+Hessian-vector product on the validation rows (a double backward through
+the attention kinds' naive twins, since the fused kernels are
+differentiable once).
+
+What it costs (docs/BENCHMARKS.md): every step forwards and backwards
+``val_batch`` more rows, and the per-example products cost about one more
+forward matmul per layer; on this CPU's small models first order runs at
+roughly 0.6-0.75x the plain throughput, second order 0.3-0.5x.
 
 Validation rows come ``val_batch`` at a time from a seeded rotation over
 the validation split, so every validation example is used over the run.

@@ -14,8 +14,8 @@ A ``Rule`` owns one layer type's *direct* parameters (``recurse=False``)
 and answers three questions about a captured call, over a slice of the
 batch's rows:
 
-- ``grads``: the gradient summed over those rows (the training gradient the
-  optimizer applies, rebuilt here so autograd never computes it twice);
+- ``grads``: the gradient summed over those rows (the validation rows'
+  share of the shared backward, which in-run valuation takes out of ``.grad``);
 - ``dot``: each row's ``<g_i, V>`` for a given V shaped like the parameters;
 - ``ghost`` (optional): each row's ``sum_v <g_i, g_v>`` over other rows v,
   without forming any gradient: for a linear layer
