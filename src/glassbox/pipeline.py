@@ -19,13 +19,14 @@ inside the Trainer.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
-import shutil
 from pathlib import Path
 from typing import Any
 
 from glassbox.config import Recipe, load_recipe, render
-from glassbox.run import Run
+from glassbox.ledger.chain import file_sha256
+from glassbox.run import Run, _git_commit
 from glassbox.train.callbacks import Callback
 
 CHECKPOINTS = "checkpoints"
@@ -67,6 +68,62 @@ def prepare_data(recipe: Recipe, clean: dict[str, Any] | None = None) -> dict[st
     return {"full": full, "train": train, "val": val, "test": test, "flipped": flipped, "cleaning": cleaning}
 
 
+def _tree_sha256(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
+    """One hash over the files under ``root``: sorted relative paths and their contents' hashes."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        if suffixes is None or p.suffix in suffixes:
+            h.update(f"{p.relative_to(root).as_posix()}\0{file_sha256(p)}\n".encode())
+    return h.hexdigest()
+
+
+def code_fingerprint() -> dict[str, Any]:
+    """Which glassbox made the run: version, git commit, and a hash over its installed sources."""
+    import glassbox
+
+    return {
+        "glassbox_version": glassbox.__version__,
+        "git_commit": _git_commit(),
+        "sources_sha256": _tree_sha256(Path(glassbox.__file__).parent, (".py", ".yaml", ".j2")),
+    }
+
+
+def record_provenance(run: Run, recipe: Recipe, data: dict[str, Any]) -> None:
+    """The code and dataset entries of the ledger: what made the run and exactly which rows it used.
+
+    The dataset entry hashes every split as the model saw it (after label
+    noise and cleaning) and ``splits.json`` lists their source row ids, so a
+    reviewer can rebuild the data and compare digests. A user's own file is
+    hashed as it was on disk.
+    """
+    import platform
+
+    import torch
+
+    run.record(
+        "code", data={**code_fingerprint(), "python": platform.python_version(), "torch": torch.__version__}
+    )
+    splits = {name: data[name] for name in ("train", "val", "test")}
+    source = recipe.data.source
+    info: dict[str, Any] = {
+        "source": source,
+        "digests": {name: d.digest() for name, d in splits.items()},
+        "rows": {name: len(d) for name, d in splits.items()},
+        "label_noise": recipe.data.label_noise,
+    }
+    for prefix in ("csv:", "text:", "images:"):
+        if source.startswith(prefix):
+            path = Path(source[len(prefix) :]).expanduser()
+            info["source_sha256"] = _tree_sha256(path) if path.is_dir() else file_sha256(path)
+    if data["cleaning"] is not None:
+        info["cleaning"] = {k: data["cleaning"][k] for k in ("values", "fraction", "dropped")}
+    run.write_json(
+        "splits.json",
+        {name: {"rows": len(d), "source_rows": d.index.tolist()} for name, d in splits.items()},
+        about=info,
+    )
+
+
 def _predictions_csv(test: Any, prob: Any) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -96,6 +153,7 @@ def run_recipe(
     run = Run.create(out, recipe.name, seed=recipe.seed, recipe=recipe.name)
     with run:
         run.write_text("config.yaml", render(recipe))
+        record_provenance(run, recipe, data)
         if data["flipped"] is not None:
             run.write_json("label_noise.json", {"fraction": recipe.data.label_noise, "rows": data["flipped"]})
         if data["cleaning"] is not None:
@@ -165,6 +223,7 @@ def _train_and_report(
         {"split": "test", "step": trainer.global_step_, **{f"test_{k}": v for k, v in test_metrics.items()}}
     )
     save_model(model, run.path)
+    run.record("model", ["model.safetensors", "model.json"])
     valuation = stage.finish(run, trainer, data["flipped"])
     y_true = prob = None
     if train.task == "classification":
@@ -185,21 +244,22 @@ def _train_and_report(
         summary["splits"] = {"train": len(train), "val": len(val), "test": len(test)}
         if data["flipped"] is not None:
             summary["label_noise"] = f"{len(data['flipped'])} training labels flipped (label_noise.json)"
-        write_report(
-            run.path / "report.html",
-            title=recipe.report.title or recipe.name,
-            config_yaml=render(recipe),
-            data_summary=summary,
-            history=[r for r in run.metrics() if r.get("split") != "test"],
-            test_metrics=test_metrics,
-            y_true=y_true,
-            y_prob=prob,
-            classes=train.classes or None,
-            meta=run.meta(),
-            extra_sections=_report_sections(run, data, valuation, test_metrics),
-        )
+        with run.artifact("report.html") as tmp:
+            write_report(
+                tmp,
+                title=recipe.report.title or recipe.name,
+                config_yaml=render(recipe),
+                data_summary=summary,
+                history=[r for r in run.metrics() if r.get("split") != "test"],
+                test_metrics=test_metrics,
+                y_true=y_true,
+                y_prob=prob,
+                classes=train.classes or None,
+                meta=run.meta(),
+                extra_sections=_report_sections(run, data, valuation, test_metrics),
+            )
     # Checkpoints exist to survive a kill; a completed run's weights are model.safetensors.
-    shutil.rmtree(run.path / CHECKPOINTS, ignore_errors=True)
+    run.remove(CHECKPOINTS)
 
 
 def _report_sections(run: Run, data: dict[str, Any], valuation: Any, test_metrics: dict) -> list[dict]:

@@ -69,6 +69,23 @@ class Dataset:
             sensitive=None if self.sensitive is None else self.sensitive[rows_t.numpy()],
         )
 
+    def digest(self) -> str:
+        """SHA-256 over the rows exactly as stored (X, y, source ids, groups): the data the model saw.
+
+        Two datasets have equal digests only if every value, dtype and shape is equal.
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+        arrays = [self.X, self.y, self.index]
+        for t in arrays:
+            a = t.detach().cpu().contiguous().numpy()
+            h.update(f"{a.dtype.str}{a.shape};".encode())
+            h.update(a.tobytes())
+        if self.sensitive is not None:
+            h.update(("\0".join(map(str, self.sensitive.tolist()))).encode())
+        return h.hexdigest()
+
     def summary(self) -> dict[str, Any]:
         """What the report and ``glassbox datasets`` show about this data."""
         out: dict[str, Any] = {

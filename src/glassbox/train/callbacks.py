@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from glassbox.run import Run
@@ -91,6 +93,9 @@ class Callback:
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None: ...
 
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        """Called after a checkpoint folder ``path`` was written completely."""
+
     def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
@@ -123,6 +128,14 @@ class RunLogger(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self._flush(trainer)
+
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        # Into the ledger: the metrics so far, then the new checkpoint and the removal of the old one.
+        self._flush(trainer)
+        self.run.ledger.flush()
+        folder = path.parent
+        if folder.parent == self.run.path:
+            self.run.ledger.sync(folder.name)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         self._flush(trainer)

@@ -220,12 +220,14 @@ class Trainer:
 
     def _checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
         if self.checkpoint_dir is not None:
-            save_checkpoint(
+            path = save_checkpoint(
                 self.checkpoint_dir,
                 self.global_step_,
                 self.model.state_dict(),
                 self._state(epoch, batch_in_epoch),
             )
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, path)
 
     def _restore(self) -> tuple[int, int]:
         """Load the latest checkpoint; returns (epoch, batches already done in it)."""
