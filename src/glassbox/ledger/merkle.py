@@ -101,7 +101,9 @@ class MerkleTree:
         while len(level) // 2 > first_new // 2:
             # Pairs that the new nodes completed at this level, from the first one touched.
             lo = first_new - first_new % 2
-            parents = [sha256(_NODE_PREFIX + level[i] + level[i + 1]).digest() for i in range(lo, len(level) - 1, 2)]
+            parents = [
+                sha256(_NODE_PREFIX + level[i] + level[i + 1]).digest() for i in range(lo, len(level) - 1, 2)
+            ]
             height += 1
             if height == len(self._levels):
                 self._levels.append([])
@@ -299,10 +301,11 @@ def verify_consistency(
         if path is None:
             return False
         old_root, new_root = bytes(old_root), bytes(new_root)
-        if old_size == 0:
-            return not path and old_root == _EMPTY_ROOT
-        if old_size == new_size:
-            return not path and old_root == new_root
+        if old_size == new_size or old_size == 0:
+            if path or (old_size == 0 and old_root != _EMPTY_ROOT):
+                return False
+            # Equal sizes: the same tree or a fork. From empty: any tree extends it.
+            return old_root == new_root or old_size < new_size
         if not path:
             return False
         # A power-of-two old tree is a complete left subtree of the new one, so the proof
