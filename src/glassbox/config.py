@@ -110,9 +110,44 @@ class ValuationConfig(Section):
     tracin_checkpoints: int = Field(5, ge=1)  # TracIn: checkpoints kept, evenly spaced over the epochs
 
 
+ExplainMethod = Literal["integrated_gradients", "deeplift", "kernel_shap", "rollout", "grad_rollout"]
+
+
+class ExplainConfig(Section):
+    """Explanations of test predictions with their quality checks (glassbox.explain); on when present."""
+
+    # None: by data kind (tables: all five; images: all but kernel_shap, which
+    # would need thousands of model calls per image for 64 pixels).
+    methods: list[ExplainMethod] | None = None
+    rows: list[int] | None = None  # positions in the test split; None: a seeded sample
+    sample: int = Field(50, ge=1)  # rows explained when rows is unset
+    # Integrated Gradients doubles its Gauss-Legendre steps from 32 until the
+    # worst row's |sum of attributions - (F(x) - F(baseline))| is below this.
+    completeness_tol: float = Field(0.05, gt=0)
+    max_steps: int = Field(1024, ge=8)
+    kernel_shap_samples: int = Field(200, ge=10)  # coalitions per row
+
+
+class AuditConfig(Section):
+    """Fairness audit of test predictions by a group (glassbox.audit); on when present."""
+
+    # The group column: data.sensitive's held-out column (the fraud source's
+    # "group"), or a feature (one-hot "col=value" features are read back as col).
+    # None: the data's sensitive column.
+    sensitive: str | None = None
+    threshold: float = Field(0.5, gt=0, lt=1)  # score above which a row is flagged positive
+    positive: str | None = None  # the positive class; None: the second class (e.g. "fraud")
+    n_boot: int = Field(1000, ge=50)  # bootstrap resamples for the confidence intervals
+    # What the mitigation maximizes under its fairness constraint. balanced_accuracy:
+    # with rare positives, plain accuracy is maximized by flagging nobody at all.
+    objective: Literal["accuracy", "balanced_accuracy"] = "balanced_accuracy"
+
+
 class ReportConfig(Section):
     enabled: bool = True
     title: str | None = None  # defaults to the recipe name
+    intended_use: str | None = None  # the model card's first statement; None says none was given
+    limitations: list[str] = Field(default_factory=list)  # added to those the card finds itself
 
 
 class Recipe(Section):
@@ -123,6 +158,8 @@ class Recipe(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     valuation: ValuationConfig = ValuationConfig()
+    explain: ExplainConfig | None = None  # `explain: {}` turns explanations on with the defaults
+    audit: AuditConfig | None = None  # `audit: {}` audits by the data's sensitive column
     report: ReportConfig = ReportConfig()
 
 
@@ -170,6 +207,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in loc:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
+        # Optional sections (``ExplainConfig | None``) own their keys too.
+        ann = next((a for a in getattr(ann, "__args__", ()) if isinstance(a, type)), ann)
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann
         else:
@@ -177,7 +216,7 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _explain(err: ValidationError, where: str) -> UserError:
+def validation_error(err: ValidationError, where: str) -> UserError:
     """One line for the first problem pydantic found, naming the fix."""
     e = err.errors()[0]
     loc = tuple(e["loc"])
@@ -237,7 +276,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     try:
         return Recipe.model_validate(tree)
     except ValidationError as err:
-        raise _explain(err, str(path) if path else "recipe") from None
+        raise validation_error(err, str(path) if path else "recipe") from None
 
 
 def render(recipe: Recipe) -> str:

@@ -24,6 +24,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from glassbox.analysis import check_analyses
 from glassbox.config import Recipe, load_recipe, render
 from glassbox.ledger.chain import file_sha256
 from glassbox.run import Run, _git_commit
@@ -150,6 +151,7 @@ def run_recipe(
 
     data = prepare_data(recipe, clean)  # bad data fails here, before any run folder exists
     stage = ValuationStage(recipe.valuation, data["train"], data["val"], recipe.seed)  # and bad valuation
+    check_analyses(recipe, data)  # and explain/audit sections that cannot run on this data
     run = Run.create(out, recipe.name, seed=recipe.seed, recipe=recipe.name)
     with run:
         run.write_text("config.yaml", render(recipe))
@@ -224,12 +226,9 @@ def _train_and_report(
     )
     save_model(model, run.path)
     run.record("model", ["model.safetensors", "model.json"])
-    valuation = stage.finish(run, trainer, data["flipped"])
-    y_true = prob = None
+    stage.finish(run, trainer, data["flipped"])  # values*.csv; the report reads them back
     if train.task == "classification":
-        prob = trainer.predict_proba(test)
-        y_true = test.y.numpy()
-        run.write_text("predictions.csv", _predictions_csv(test, prob))
+        run.write_text("predictions.csv", _predictions_csv(test, trainer.predict_proba(test)))
     run.update_meta(
         results={f"test_{k}": v for k, v in test_metrics.items()},
         best_epoch=trainer.best_epoch_,
@@ -237,32 +236,23 @@ def _train_and_report(
         steps=trainer.global_step_,
         data={"train": len(train), "val": len(val), "test": len(test)},
     )
-    if recipe.report.enabled:
-        from glassbox.report import write_report
+    if recipe.explain is not None:
+        from glassbox.analysis import EXPLANATIONS, explain_model
 
-        summary = data["full"].summary()
-        summary["splits"] = {"train": len(train), "val": len(val), "test": len(test)}
-        if data["flipped"] is not None:
-            summary["label_noise"] = f"{len(data['flipped'])} training labels flipped (label_noise.json)"
-        with run.artifact("report.html") as tmp:
-            write_report(
-                tmp,
-                title=recipe.report.title or recipe.name,
-                config_yaml=render(recipe),
-                data_summary=summary,
-                history=[r for r in run.metrics() if r.get("split") != "test"],
-                test_metrics=test_metrics,
-                y_true=y_true,
-                y_prob=prob,
-                classes=train.classes or None,
-                meta=run.meta(),
-                extra_sections=_report_sections(run, data, valuation, test_metrics),
-            )
+        run.write_json(EXPLANATIONS, explain_model(recipe.explain, model, data, recipe.seed))
+    if recipe.audit is not None:
+        from glassbox.analysis import AUDIT, audit_model
+
+        run.write_json(AUDIT, audit_model(recipe.audit, model, data, recipe.seed))
+    if recipe.report.enabled:
+        from glassbox.analysis import write_run_report
+
+        write_run_report(run, recipe, data)
     # Checkpoints exist to survive a kill; a completed run's weights are model.safetensors.
     run.remove(CHECKPOINTS)
 
 
-def _report_sections(run: Run, data: dict[str, Any], valuation: Any, test_metrics: dict) -> list[dict]:
+def report_sections(run: Run, data: dict[str, Any], valuation: Any, test_metrics: dict) -> list[dict]:
     """The valuation and cleaning sections of the report, when those stages ran."""
     from glassbox.report.valuation import cleaning_section, valuation_section
 

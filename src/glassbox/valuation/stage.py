@@ -203,7 +203,7 @@ class ValuationStage:
             name = "values.csv" if method == c.method else f"values_{method}.csv"
             run.write_text(name, values_csv(v, train, noisy))
             files[name] = method
-        summary: dict[str, Any] = {"method": c.method, "files": files}
+        summary: dict[str, Any] = {"method": c.method, "files": files, "notes": notes}
         if self.inrun is not None:
             summary.update(order=c.order, steps=self.inrun.steps_, val_batch=c.val_batch)
         if noisy is not None and 0 < noisy.sum() < len(noisy):

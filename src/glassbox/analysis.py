@@ -1,0 +1,342 @@
+"""What a trained run is judged by: explanations, the fairness audit, the model card and the report.
+
+Each of these is a function of the run folder, the run's data and its
+saved model, so ``glassbox train`` (through ``pipeline``) and the later verbs
+``glassbox explain RUN`` and ``glassbox audit RUN`` share one code path:
+compute, write the JSON artifact through the run (into the ledger), then
+rebuild ``report.html`` from what the folder holds. Before the report is
+written the ledger is sealed, so the model card can quote a Merkle root that
+covers the data, code, config, model and every analysis it describes.
+
+>>> import tempfile
+>>> from glassbox.config import load_recipe
+>>> from glassbox.pipeline import run_recipe
+>>> r = load_recipe(None, ["data.source=iris", "preset=fast", "train.epochs=2",
+...                        "explain.sample=4", "explain.methods=[integrated_gradients]"])
+>>> run = run_recipe(r, tempfile.mkdtemp(), progress=False)
+>>> sorted(json.loads((run.path / "explanations.json").read_text())["methods"])
+['integrated_gradients']
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from glassbox.config import AuditConfig, ExplainConfig, Recipe, render
+from glassbox.errors import UserError, did_you_mean
+from glassbox.run import Run
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from glassbox.data.base import Dataset
+
+EXPLANATIONS = "explanations.json"
+AUDIT = "audit.json"
+MODEL_CARD = "model_card.json"
+MAX_GROUPS = 20  # a numeric feature with more distinct values than this is not a group
+
+
+def probabilities(model: nn.Module, data: Dataset, batch: int = 512) -> np.ndarray:
+    """Class probabilities ``(N, K)`` of a classifier, in eval mode, without gradients."""
+    import torch
+
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        out = [torch.softmax(model(data.X[i : i + batch]), dim=-1) for i in range(0, len(data), batch)]
+    model.train(was)
+    return torch.cat(out).numpy()
+
+
+def check_analyses(recipe: Recipe, data: dict[str, Any]) -> None:
+    """Fail before any training when the recipe's explain/audit sections cannot run on this data."""
+    test = data["test"]
+    if recipe.explain is not None:
+        _need("captum", "explanations")
+        if test.kind not in ("tabular", "image") or test.task != "classification":
+            raise UserError(
+                f"explain: explanations cover tabular and image classifiers, not {test.kind} data;"
+                " remove the explain: section"
+            )
+        rows = recipe.explain.rows or []
+        if any(not 0 <= r < len(test) for r in rows):
+            bad = next(r for r in rows if not 0 <= r < len(test))
+            raise UserError(
+                f"explain.rows: {bad} is not in the test split (0 to {len(test) - 1}); pick others"
+            )
+    if recipe.audit is not None:
+        _need("fairlearn", "the fairness audit")
+        if test.task != "classification" or test.n_classes != 2:
+            raise UserError(
+                f"audit: the fairness audit is for binary classifiers; {test.name} has"
+                f" {test.n_classes or 'no'} classes; remove the audit: section"
+            )
+        groups_for(test, recipe.audit.sensitive)
+
+
+# -- explanations -------------------------------------------------------------------------
+def explain_model(cfg: ExplainConfig, model: nn.Module, data: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Explain test predictions as ``cfg`` says (``glassbox.explain.explain``); needs the explain extra."""
+    _need("captum", "explanations")
+    from glassbox.explain import explain
+
+    test = data["test"]
+    return explain(
+        model,
+        test,
+        background=data["train"],
+        rows=cfg.rows,
+        sample=cfg.sample,
+        methods=list(cfg.methods) if cfg.methods is not None else None,
+        seed=seed,
+        completeness_tol=cfg.completeness_tol,
+        max_steps=cfg.max_steps,
+        kernel_shap_samples=cfg.kernel_shap_samples,
+    )
+
+
+# -- fairness audit ---------------------------------------------------------------------
+def groups_for(data: Dataset, name: str | None) -> tuple[str, np.ndarray]:
+    """The group of every row by column ``name``: the held-out sensitive column, or a feature.
+
+    A one-hot family ``col=value`` reads back as ``col``; a numeric feature
+    with at most ``MAX_GROUPS`` distinct values is its own grouping.
+    """
+    if name is None:
+        if data.sensitive_name is None:
+            raise UserError(
+                f"{data.name} has no sensitive column; name one with --sensitive COLUMN or audit.sensitive"
+                " (for a CSV, hold it out of the features with data.sensitive)"
+            )
+        name = data.sensitive_name
+    if name == data.sensitive_name and data.sensitive is not None:
+        return name, np.asarray(data.sensitive).astype(str)
+    names = list(data.feature_names)
+    if name in names and data.kind == "tabular":
+        col = data.X[:, names.index(name)].numpy()
+        distinct = np.unique(col)
+        if len(distinct) > MAX_GROUPS:
+            raise UserError(
+                f"feature '{name}' has {len(distinct)} distinct values; audit groups need a categorical"
+                f" column (at most {MAX_GROUPS} values): bin it in your CSV first"
+            )
+        return name, np.array([f"{v:g}" for v in col])
+    family = [j for j, f in enumerate(names) if f.startswith(name + "=")]
+    if family and data.kind == "tabular":
+        onehot = data.X[:, family].numpy()
+        values = np.array([names[j].split("=", 1)[1] for j in family])
+        return name, values[onehot.argmax(1)]
+    options = sorted(
+        {*([data.sensitive_name] if data.sensitive_name else []), *(f.split("=")[0] for f in names)}
+    )
+    raise UserError(f"no column '{name}' to audit by: {did_you_mean(name, options)}")
+
+
+def audit_model(cfg: AuditConfig, model: nn.Module, data: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Audit test predictions by group (``glassbox.audit.fairness_audit``); needs the explain extra."""
+    _need("fairlearn", "the fairness audit")
+    from glassbox.audit import fairness_audit
+
+    test, val = data["test"], data["val"]
+    if test.task != "classification" or test.n_classes != 2:
+        raise UserError(
+            f"the fairness audit is for binary classifiers; {test.name} has {test.n_classes or 'no'} classes"
+        )
+    positive = cfg.positive if cfg.positive is not None else test.classes[1]
+    if positive not in test.classes:
+        raise UserError(f"audit.positive '{positive}' is not a class: {did_you_mean(positive, test.classes)}")
+    k = test.classes.index(positive)
+    name, groups = groups_for(test, cfg.sensitive)
+    _, val_groups = groups_for(val, name)
+    result = fairness_audit(
+        (test.y.numpy() == k).astype(int),
+        probabilities(model, test)[:, k],
+        groups,
+        val_y=(val.y.numpy() == k).astype(int),
+        val_score=probabilities(model, val)[:, k],
+        val_groups=val_groups,
+        threshold=cfg.threshold,
+        n_boot=cfg.n_boot,
+        seed=seed,
+        sensitive_name=name,
+        positive=positive,
+        objective=cfg.objective,
+    )
+    return result
+
+
+def _need(module: str, what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{what} need {module}: pip install 'glassbox[explain]'")
+
+
+# -- the report ---------------------------------------------------------------------------
+def _read_json(run: Run, name: str) -> Any:
+    path = run.path / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _predictions(run: Run, test: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """Labels and probabilities of the test rows, from predictions.csv."""
+    path = run.path / "predictions.csv"
+    if not path.is_file() or test.task != "classification":
+        return None
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    prob = np.array([[float(r[f"p_{c}"]) for c in test.classes] for r in rows])
+    return test.y.numpy(), prob
+
+
+def valuation_from_run(run: Run, train: Dataset) -> Any:
+    """The valuation result the report shows, read back from values*.csv and meta.json."""
+    from glassbox.valuation.cleaning import read_values
+    from glassbox.valuation.stage import ValuationResult
+
+    summary = run.meta().get("valuation")
+    if not summary:
+        return None
+    ids = train.index.tolist()
+    values: dict[str, np.ndarray] = {}
+    noisy = None
+    for name, method in summary["files"].items():
+        by_row = read_values(run.path / name)
+        values[method] = np.array([by_row[r] for r in ids])
+    noise = _read_json(run, "label_noise.json")
+    if noise is not None:
+        flipped = set(noise["rows"])
+        noisy = np.array([r in flipped for r in ids])
+    return ValuationResult(values, summary["method"], noisy, summary.get("notes", []), summary)
+
+
+def write_run_report(run: Run, recipe: Recipe, data: dict[str, Any]) -> None:
+    """Rebuild ``report.html`` (and ``model_card.json``) from what the run folder holds."""
+    from glassbox.audit.modelcard import model_card
+    from glassbox.pipeline import report_sections
+    from glassbox.report import write_report
+    from glassbox.report.modelcard import card_section
+
+    train, val, test = data["train"], data["val"], data["test"]
+    meta = run.meta()
+    results = meta.get("results", {})
+    test_metrics = {k.removeprefix("test_"): v for k, v in results.items()}
+    valuation = valuation_from_run(run, train)
+    explanations = _read_json(run, EXPLANATIONS)
+    audit = _read_json(run, AUDIT)
+    sections = report_sections(run, data, valuation, test_metrics)
+    if explanations is not None:
+        from glassbox.report.explain import explain_section
+
+        images = test.X[explanations["rows"]].numpy() if test.kind == "image" else None
+        sections.append(explain_section(explanations, images=images))
+    if audit is not None:
+        from glassbox.report.audit import audit_section
+
+        sections.append(audit_section(audit))
+    # The card quotes the tree head sealed now: it covers everything above the report.
+    head = run.seal()
+    card = model_card(
+        recipe=recipe.model_dump(mode="json"),
+        meta=meta,
+        data={
+            "summary": data["full"].summary(),
+            "splits": {"train": len(train), "val": len(val), "test": len(test)},
+        },
+        ledger=_ledger_facts(run, head),
+        valuation=None if valuation is None else valuation.summary,
+        explanations=None if explanations is None else _explain_summary(explanations),
+        audit=None if audit is None else _audit_summary(audit),
+    )
+    run.write_json(MODEL_CARD, card)
+    sections.insert(0, card_section(card))
+    summary = data["full"].summary()
+    summary["splits"] = {"train": len(train), "val": len(val), "test": len(test)}
+    if data["flipped"] is not None:
+        summary["label_noise"] = f"{len(data['flipped'])} training labels flipped (label_noise.json)"
+    predictions = _predictions(run, test)
+    with run.artifact("report.html") as tmp:
+        write_report(
+            tmp,
+            title=recipe.report.title or recipe.name,
+            config_yaml=render(recipe),
+            data_summary=summary,
+            history=[r for r in run.metrics() if r.get("split") != "test"],
+            test_metrics=test_metrics,
+            y_true=None if predictions is None else predictions[0],
+            y_prob=None if predictions is None else predictions[1],
+            classes=train.classes or None,
+            meta=run.meta(),
+            extra_sections=sections,
+        )
+
+
+def _explain_summary(result: dict[str, Any]) -> dict[str, Any]:
+    from glassbox.explain import summary
+
+    return summary(result)
+
+
+def _audit_summary(result: dict[str, Any]) -> dict[str, Any]:
+    from glassbox.audit import summary
+
+    return summary(result)
+
+
+def _ledger_facts(run: Run, head: dict[str, Any]) -> dict[str, Any]:
+    """What the model card says about provenance: the tree head, the key, the dataset entry's hash."""
+    from glassbox.ledger.chain import LEDGER, sha256_hex
+
+    lines = [line for line in (run.path / LEDGER).read_bytes().split(b"\n") if line]
+    dataset = [line for line in lines if json.loads(line)["kind"] == "dataset"]
+    entry = json.loads(dataset[-1]) if dataset else None
+    return {
+        "tree_head_entry": head["seq"],
+        "tree_size": head["data"]["size"],
+        "merkle_root": head["data"]["root"],
+        "public_key_sha256": head["data"]["key"],
+        "dataset_entry": None if entry is None else entry["seq"],
+        "dataset_entry_sha256": None if entry is None else sha256_hex(dataset[-1]),
+        "data_digests": None if entry is None else entry.get("data", {}).get("digests"),
+    }
+
+
+# -- the later verbs ----------------------------------------------------------------------
+def open_run(path: str | Path) -> tuple[Run, Recipe, dict[str, Any], nn.Module]:
+    """A finished run folder with its recipe, its data (rebuilt exactly) and its saved model."""
+    from glassbox.config import load_recipe
+    from glassbox.nn import load_model
+    from glassbox.pipeline import prepare_data
+
+    run = Run.open(path)
+    if run.meta().get("status") != "completed":
+        raise UserError(f"{path} did not complete (status {run.meta().get('status')}); finish it first")
+    recipe = load_recipe(run.path / "config.yaml")
+    cleaning = run.meta().get("cleaning")
+    clean = None if cleaning is None else {"values": cleaning["values"], "fraction": cleaning["fraction"]}
+    data = prepare_data(recipe, clean)
+    digests = _read_dataset_digests(run)
+    if digests is not None:
+        now = {name: data[name].digest() for name in ("train", "val", "test")}
+        if now != digests:
+            changed = ", ".join(n for n in now if now[n] != digests.get(n))
+            raise UserError(
+                f"the data rebuilt from {run.path / 'config.yaml'} differs from what the run trained on"
+                f" ({changed}); the source changed since: restore it, or train a new run"
+            )
+    return run, recipe, data, load_model(run.path)
+
+
+def _read_dataset_digests(run: Run) -> dict[str, str] | None:
+    from glassbox.ledger.chain import LEDGER
+
+    for line in reversed((run.path / LEDGER).read_bytes().split(b"\n")):
+        if line and json.loads(line)["kind"] == "dataset":
+            return json.loads(line).get("data", {}).get("digests")
+    return None
