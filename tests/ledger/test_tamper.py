@@ -78,6 +78,11 @@ def test_untouched_folder_verifies(run_dir: Path, capsys: pytest.CaptureFixture[
     for kind in ("meta", "config", "code", "dataset", "metrics", "checkpoint", "model", "report"):
         assert kind in kinds
     assert kinds[-1] == TREE_HEAD
+    # The signed tree head vouches for the lines before it; every signature holds too.
+    assert verdict.signatures_checked == 1
+    full = verify_run(run_dir, all_signatures=True)
+    assert full.ok and full.signatures_checked == full.entries == len(kinds)
+    assert main(["verify", str(run_dir), "--all-signatures"]) == 0
     # Every file of the folder is covered: no writer of the pipeline went around the ledger.
     assert verdict.artifacts == len([p for p in run_dir.rglob("*") if p.is_file()]) - 2
 

@@ -22,6 +22,13 @@ def verify(
         int | None,
         typer.Option(metavar="N", help="Print an RFC 9162 inclusion proof of entry N instead."),
     ] = None,
+    all_signatures: Annotated[
+        bool,
+        typer.Option(
+            "--all-signatures",
+            help="Check every entry's signature, not only those the signed tree head does not vouch for.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
     """Example: glassbox verify runs/20261201-120000-healthcare
@@ -45,7 +52,7 @@ def verify(
                 print(f"  {h}")
             print("verified" if proof["verified"] else "NOT verified")
         raise typer.Exit(0 if proof["verified"] else 1)
-    verdict = verify_run(run, key=key)
+    verdict = verify_run(run, key=key, all_signatures=all_signatures)
     if as_json:
         print_json(verdict.to_dict())
     else:
@@ -57,6 +64,12 @@ def verify(
                 f"Merkle root {verdict.root} over {verdict.tree_size} entries"
             )
             print(f"signed by key {verdict.key} ({verdict.key_source})")
+            vouched = verdict.entries - verdict.signatures_checked
+            if vouched:
+                print(
+                    f"{verdict.signatures_checked} signatures checked one by one; {vouched} entries vouched"
+                    " for by the signed Merkle root (--all-signatures checks each)"
+                )
         else:
             print(f"FAILED: {verdict.problems[0]}")
             for p in verdict.problems[1:]:
