@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "record_per_s": round((args.entries - 1) / build),
                 "ledger_bytes": (folder / "ledger.jsonl").stat().st_size,
             }
-        lines = [line for line in (Path(tmp) / "rotating_files" / "ledger.jsonl").read_bytes().split(b"\n") if line]
+        raw = (Path(tmp) / "rotating_files" / "ledger.jsonl").read_bytes()
+        lines = [line for line in raw.split(b"\n") if line]
         entries = [json.loads(line) for line in lines]
         pub = key.public_key()
         med, _ = _median_time(lambda: [check(pub, e["sig"], signed_part(e)) for e in entries], args.repeat)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["parse_and_canonical_check_s"] = round(med, 4)
         med, _ = _median_time(lambda: MerkleTree(lines).root(), args.repeat)
         out["merkle_build_and_root_s"] = round(med, 4)
-    out["under_2s"] = out["rotating_files"]["verify_s_median"] < 2 and out["distinct_files"]["verify_s_median"] < 2
+    out["under_2s"] = all(out[k]["verify_s_median"] < 2 for k in ("rotating_files", "distinct_files"))
     return out
 
 
