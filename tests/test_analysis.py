@@ -110,3 +110,16 @@ def test_groups_from_features() -> None:
     data.sensitive, data.sensitive_name = np.array(["a", "b", "a"]), "site"
     name, groups = groups_for(data, None)
     assert name == "site" and groups.tolist() == ["a", "b", "a"]
+
+
+def test_demo_ends_with_a_verified_ledger_and_a_full_report(tmp_path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "completed" and out["verify"]["ok"] and out["verify"]["problems"] == []
+    run = Path(out["run"])
+    html = (run / "report.html").read_text()
+    for title in ("Model card", "Explanations", "Data values", "Provenance", "Intended use"):
+        assert title in html, title
+    card = json.loads((run / "model_card.json").read_text())
+    assert card["provenance"]["merkle_root"] in html
+    assert "integrated_gradients" in card["explanations"]["methods"]

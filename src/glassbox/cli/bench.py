@@ -14,6 +14,8 @@ from glassbox.cli.common import print_json
 # NAME -> file in benchmarks/; each file has main(argv) -> dict.
 BENCHMARKS = {
     "attention": "attention_speed.py",
+    "explain": "explain_quality.py",
+    "fairness": "fairness.py",
     "ledger": "ledger.py",
     "mqar": "mqar.py",
     "merging": "token_merging.py",
