@@ -291,7 +291,7 @@ def _audit_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def _ledger_facts(run: Run, head: dict[str, Any]) -> dict[str, Any]:
     """What the model card says about provenance: the tree head, the key, the dataset entry's hash."""
-    from glassbox.ledger.chain import LEDGER, sha256_hex
+    from glassbox.ledger.chain import LEDGER, PUBLIC, sha256_hex
 
     lines = [line for line in (run.path / LEDGER).read_bytes().split(b"\n") if line]
     dataset = [line for line in lines if json.loads(line)["kind"] == "dataset"]
@@ -301,6 +301,7 @@ def _ledger_facts(run: Run, head: dict[str, Any]) -> dict[str, Any]:
         "tree_size": head["data"]["size"],
         "merkle_root": head["data"]["root"],
         "public_key_sha256": head["data"]["key"],
+        "public_key_pem": (run.path / PUBLIC).read_text().strip(),
         "dataset_entry": None if entry is None else entry["seq"],
         "dataset_entry_sha256": None if entry is None else sha256_hex(dataset[-1]),
         "data_digests": None if entry is None else entry.get("data", {}).get("digests"),

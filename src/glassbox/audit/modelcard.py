@@ -74,6 +74,7 @@ def model_card(
             "tree_size": ledger.get("tree_size"),
             "tree_head_entry": ledger.get("tree_head_entry"),
             "public_key_sha256": ledger.get("public_key_sha256"),
+            "public_key_pem": ledger.get("public_key_pem"),
             "check": "glassbox verify RUN (exit 0: every file, entry and signature holds)",
         },
         "limitations": _limitations(report, splits, recipe, explanations, audit),

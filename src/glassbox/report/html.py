@@ -51,7 +51,8 @@ def write_report(
     (int labels, ``(N,)``) and ``y_prob`` (class probabilities, ``(N, K)``)
     add the classification sections; leave them None for a language model.
     ``extra_sections`` are ``{"title": str, "html": str}`` whose ``html`` is
-    trusted and inserted as is, so later analyses can add their own sections.
+    trusted and inserted as is, so later analyses can add their own sections;
+    ``"lead": True`` puts one first (the model card).
 
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as d:
@@ -230,7 +231,14 @@ def _extra_sections(sections: Sequence[Mapping[str, Any]] | None) -> list[dict[s
         if not isinstance(section.get("html"), str):
             raise ValueError(f"extra_sections[{i}] needs a str 'html'")
         # The fragment comes from glassbox's own analyses, which escape what they embed.
-        out.append({"id": f"extra-{i + 1}", "title": section["title"], "html": Markup(section["html"])})
+        out.append(
+            {
+                "id": f"extra-{i + 1}",
+                "title": section["title"],
+                "html": Markup(section["html"]),
+                "lead": bool(section.get("lead", False)),  # shown first, before the test metrics
+            }
+        )
     return out
 
 

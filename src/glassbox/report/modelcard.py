@@ -130,7 +130,8 @@ def card_section(card: Mapping[str, Any]) -> dict[str, str]:
                 "check": prov.get("check"),
             }
         ),
+        f"<pre>{escape(str(prov.get('public_key_pem') or ''))}</pre>" if prov.get("public_key_pem") else "",
         "<p>The root covers the data, code, config, model and analyses above; this report and the final "
         "meta.json are covered by the ledger's next tree head, which glassbox verify checks.</p>",
     ]
-    return {"title": "Model card", "html": "\n".join(parts)}
+    return {"title": "Model card", "html": "\n".join(parts), "lead": True}
