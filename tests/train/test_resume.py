@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from glassbox.config import load_recipe
+from glassbox.ledger import verify_run
 from glassbox.pipeline import resume_run, run_recipe
 
 # Mid-epoch checkpoints (iris train split: 90 rows, batch 16 -> 6 steps per
@@ -68,7 +69,12 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     steps_logged = [r["step"] for r in map(eval_json, (killed / "metrics.jsonl").read_text().splitlines())]
     assert max(steps_logged) == KILL_AT  # the dead process got past its checkpoint
 
+    # The killed folder's ledger was never sealed: verify says so, naming the entry.
+    verdict = verify_run(killed)
+    assert not verdict.ok and any("after the last tree head" in p for p in verdict.problems)
+
     resumed = resume_run(killed)
+    assert verify_run(resumed.path).ok  # the resumed run continued the same chain and sealed it
     torch.set_num_threads(1)
     clean = run_recipe(load_recipe(None, OVERRIDES), tmp_path / "clean")
 
