@@ -334,6 +334,38 @@ def open_run(path: str | Path) -> tuple[Run, Recipe, dict[str, Any], nn.Module]:
     return run, recipe, data, load_model(run.path)
 
 
+def rerun(path: str | Path, section: str, options: dict[str, Any]) -> tuple[Run, dict[str, Any]]:
+    """``glassbox explain|audit RUN``: the run's ``section`` (explain or audit) with ``options`` on top.
+
+    Computes it, writes its JSON into the run (signed into the ledger),
+    rebuilds the report and seals the ledger; returns the run and the result.
+    """
+    from pydantic import ValidationError
+
+    from glassbox.config import validation_error
+
+    run, recipe, data, model = open_run(path)
+    model_cls = ExplainConfig if section == "explain" else AuditConfig
+    current = getattr(recipe, section)
+    base = current.model_dump() if current is not None else {}
+    try:
+        cfg = model_cls.model_validate({**base, **options})
+    except ValidationError as err:
+        raise validation_error(err, f"glassbox {section}") from None
+    other = "audit" if section == "explain" else "explain"
+    recipe = recipe.model_copy(update={section: cfg})
+    check_analyses(recipe.model_copy(update={other: None}), data)
+    with run:
+        if section == "explain":
+            name, result = EXPLANATIONS, explain_model(cfg, model, data, recipe.seed)
+        else:
+            name, result = AUDIT, audit_model(cfg, model, data, recipe.seed)
+        run.write_json(name, result)
+        if recipe.report.enabled:
+            write_run_report(run, recipe, data)
+    return run, result
+
+
 def _read_dataset_digests(run: Run) -> dict[str, str] | None:
     from glassbox.ledger.chain import LEDGER
 

@@ -28,29 +28,16 @@ def audit(
     trade-off; writes audit.json into RUN (signed into its ledger) and
     rebuilds report.html.
     """
-    from pydantic import ValidationError
 
-    from glassbox.analysis import AUDIT, audit_model, check_analyses, open_run, write_run_report
+    from glassbox.analysis import AUDIT, rerun
     from glassbox.audit import summary
-    from glassbox.config import AuditConfig, validation_error
 
-    folder, recipe, data, model = open_run(run)
-    base = (recipe.audit or AuditConfig()).model_dump()
+    options: dict = {}
     if sensitive is not None:
-        base["sensitive"] = sensitive
+        options["sensitive"] = sensitive
     if threshold is not None:
-        base["threshold"] = threshold
-    try:
-        cfg = AuditConfig.model_validate(base)
-    except ValidationError as err:
-        raise validation_error(err, "glassbox audit") from None
-    recipe = recipe.model_copy(update={"audit": cfg})
-    check_analyses(recipe.model_copy(update={"explain": None}), data)
-    with folder:
-        result = audit_model(cfg, model, data, recipe.seed)
-        folder.write_json(AUDIT, result)
-        if recipe.report.enabled:
-            write_run_report(folder, recipe, data)
+        options["threshold"] = threshold
+    folder, result = rerun(run, "audit", options)
     digest = summary(result)
     if as_json:
         print_json(digest)

@@ -47,35 +47,20 @@ def explain(
     and insertion AUC), write explanations.json into RUN (signed into its
     ledger) and rebuild report.html with the section and the model card.
     """
-    from pydantic import ValidationError
-
-    from glassbox.analysis import EXPLANATIONS, explain_model, open_run, write_run_report
-    from glassbox.config import ExplainConfig, validation_error
+    from glassbox.analysis import EXPLANATIONS, rerun
     from glassbox.errors import UserError
     from glassbox.explain import summary
 
     if rows is not None and sample is not None:
         raise UserError("give --rows or --sample, not both")
-    folder, recipe, data, model = open_run(run)
-    base = recipe.explain or ExplainConfig()
-    update: dict = {"rows": _rows(rows)} if rows is not None else {}
+    options: dict = {}
+    if rows is not None:
+        options["rows"] = _rows(rows)
     if sample is not None:
-        update.update(sample=sample, rows=None)
+        options.update(sample=sample, rows=None)
     if methods is not None:
-        update["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
-    try:
-        cfg = ExplainConfig.model_validate({**base.model_dump(), **update})
-    except ValidationError as err:
-        raise validation_error(err, "glassbox explain") from None
-    recipe = recipe.model_copy(update={"explain": cfg})
-    from glassbox.analysis import check_analyses
-
-    check_analyses(recipe.model_copy(update={"audit": None}), data)
-    with folder:
-        result = explain_model(cfg, model, data, recipe.seed)
-        folder.write_json(EXPLANATIONS, result)
-        if recipe.report.enabled:
-            write_run_report(folder, recipe, data)
+        options["methods"] = [m.strip() for m in methods.split(",") if m.strip()]
+    folder, result = rerun(run, "explain", options)
     digest = summary(result)
     if as_json:
         print_json(digest)

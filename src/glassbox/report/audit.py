@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from glassbox.report import plots
-from glassbox.report.html import _figure, _fmt_float
-from glassbox.report.valuation import _figures_html
+from glassbox.report.html import _figure, _fmt_float, figures_html
 
 _NAMES = {
     "base_rate": "base rate",
@@ -87,7 +86,7 @@ def audit_section(result: Mapping[str, Any]) -> dict[str, str]:
             "fairness-tradeoff",
         ),
     ]
-    parts.append(_figures_html(figures))
+    parts.append(figures_html(figures))
     parts.append("<h3>Mitigation: Fairlearn ThresholdOptimizer</h3>")
     parts.append(
         "<p>Group-specific (and partly randomized) thresholds fitted on the validation split to maximize "

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from glassbox.report import plots
-from glassbox.report.html import _figure, _fmt_float
+from glassbox.report.html import _figure, _fmt_float, figures_html
 
 NAMES = {
     "integrated_gradients": "Integrated Gradients",
@@ -173,17 +173,6 @@ def _top_rows(result: dict[str, Any], name: str) -> str:
     )
 
 
-def _figures_html(figures: list[dict[str, Any]]) -> str:
-    items = []
-    for fig in figures:
-        anchor = f' id="{escape(fig["id"])}"' if fig.get("id") else ""
-        title = escape(fig["title"])
-        items.append(
-            f'<figure{anchor}><img src="{fig["uri"]}" alt="{title}"><figcaption>{title}</figcaption></figure>'
-        )
-    return '<div class="figures">\n' + "\n".join(items) + "\n</div>"
-
-
 def explain_section(result: dict[str, Any], *, images: np.ndarray | None = None) -> dict[str, str]:
     """The "Explanations" section, ``{"title": "Explanations", "html": ...}``, from ``explain``'s result.
 
@@ -220,7 +209,7 @@ def explain_section(result: dict[str, Any], *, images: np.ndarray | None = None)
                 "explain-heatmaps",
             )
         )
-    parts.append(_figures_html(figures))
+    parts.append(figures_html(figures))
     if result.get("kind") == "tabular":
         parts.append(_top_rows(result, first))
     return {"title": "Explanations", "html": "\n".join(parts)}

@@ -111,6 +111,20 @@ def _figure(title: str, png: bytes, anchor: str | None = None) -> dict[str, str 
     return {"title": title, "uri": uri, "id": anchor}
 
 
+def figures_html(figures: Sequence[Mapping[str, Any]]) -> str:
+    """Figures (``_figure`` dicts) as the template's figure markup, for sections built in Python."""
+    from html import escape
+
+    items = []
+    for fig in figures:
+        anchor = f' id="{escape(fig["id"])}"' if fig.get("id") else ""
+        title = escape(fig["title"])
+        items.append(
+            f'<figure{anchor}><img src="{fig["uri"]}" alt="{title}"><figcaption>{title}</figcaption></figure>'
+        )
+    return '<div class="figures">\n' + "\n".join(items) + "\n</div>"
+
+
 def _curves(history: Sequence[Mapping[str, Any]]) -> list[dict[str, str | None]]:
     figures = []
     for group, keys in plots.curve_groups(history).items():

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from glassbox.report import plots
-from glassbox.report.html import _figure, _fmt_float
+from glassbox.report.html import _figure, _fmt_float, figures_html
 
 # How many rows each of the "most harmful" and "most helpful" lists shows.
 TOP = 20
@@ -116,7 +116,7 @@ def valuation_section(
     if detection is not None and detection["roc"] is not None:
         figures.append(_figure("Finding flipped labels: ROC of each method", detection["roc"], "values-roc"))
     if figures:
-        parts.append(_figures_html(figures))
+        parts.append(figures_html(figures))
 
     if detection is not None:
         parts.append(detection["html"])
@@ -408,7 +408,7 @@ def _image_lists(
         parts.append(
             f'<p>A <strong style="color:{_RED}">red frame</strong> marks a row whose label was flipped.</p>'
         )
-    parts += [_figures_html(figures), *tables]
+    parts += [figures_html(figures), *tables]
     return "\n".join(parts)
 
 
@@ -475,18 +475,6 @@ def _rows_table(
         '<div style="overflow-x:auto"><table class="num" style="white-space:nowrap">'
         f"<thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
     )
-
-
-def _figures_html(figures: Sequence[Mapping[str, Any]]) -> str:
-    # The same markup as the template's figure macro, so the section looks like the rest of the report.
-    items = []
-    for fig in figures:
-        anchor = f' id="{escape(fig["id"])}"' if fig.get("id") else ""
-        title = escape(fig["title"])
-        items.append(
-            f'<figure{anchor}><img src="{fig["uri"]}" alt="{title}"><figcaption>{title}</figcaption></figure>'
-        )
-    return '<div class="figures">\n' + "\n".join(items) + "\n</div>"
 
 
 # ---- formatting ---------------------------------------------------------------------------------
