@@ -24,13 +24,23 @@ from glassbox.config import DataConfig
 from glassbox.data.base import Dataset
 from glassbox.data.images import load_image_folder
 from glassbox.data.noise import flip_labels
+from glassbox.data.partition import partition, partition_summary
 from glassbox.data.sources import SOURCES, list_sources
 from glassbox.data.splits import split_dataset
 from glassbox.data.tabular import hold_out, load_csv
 from glassbox.data.text import load_text
 from glassbox.errors import UserError, did_you_mean
 
-__all__ = ["SOURCES", "Dataset", "flip_labels", "list_sources", "load_dataset", "split_dataset"]
+__all__ = [
+    "SOURCES",
+    "Dataset",
+    "flip_labels",
+    "list_sources",
+    "load_dataset",
+    "partition",
+    "partition_summary",
+    "split_dataset",
+]
 
 _LOADERS = {"csv:": load_csv, "images:": load_image_folder, "text:": load_text}
 
