@@ -8,7 +8,7 @@ warm-up, median reported. A second ledger records a fresh file in every
 entry (``distinct_files``), the worst case for artifact hashing. Also
 times the parts on their own: Ed25519 checks (serial), the RFC 9162 tree,
 and writing (``record``) throughput; and ``verify_run(all_signatures=True)``,
-which checks each entry's signature too (on every core).
+which checks each entry's signature too.
 
     .venv/bin/python benchmarks/ledger.py            # JSON on stdout
     .venv/bin/glassbox bench ledger

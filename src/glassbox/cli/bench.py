@@ -153,7 +153,11 @@ def _print_generic(res: dict[str, Any]) -> None:
 def bench(
     name: Annotated[
         str,
-        typer.Argument(metavar="NAME", help="attention, mqar, merging or valuation.", show_default=False),
+        typer.Argument(
+            metavar="NAME",
+            help="attention, mqar, merging, valuation, explain, fairness or ledger.",
+            show_default=False,
+        ),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="A small subset that runs in minutes.")] = False,
@@ -192,6 +196,6 @@ def bench(
 def register(app: typer.Typer) -> None:
     app.command(
         "bench",
-        short_help="Run a benchmark: attention speed, MQAR recall, token merging, data valuation.",
+        short_help="Run a benchmark (attention, mqar, merging, valuation, explain, fairness, ledger).",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(bench)

@@ -36,7 +36,6 @@ True
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -278,28 +277,16 @@ def _parse(lines: list[bytes]) -> list[Any]:
     return out
 
 
-# Below this many entries a thread pool costs more than it saves.
-PARALLEL_FROM = 512
-
-
 def _signatures(pub: Any, entries: list[Any]) -> list[bool]:
-    """Whether each entry's signature verifies, checked on every core.
+    """Whether each entry's signature verifies with ``pub``.
 
-    Ed25519 verification (about 0.1 ms each here) is most of what verify
-    costs on a long ledger; cryptography releases the GIL inside it, so
-    threads share the work without pickling anything.
+    Ed25519 verification (about 0.24 ms each on this machine) is most of
+    what checking every signature costs; a thread pool over it measured no
+    faster here, so it stays a plain loop.
     """
-
-    def one(entry: Any) -> bool:
-        return isinstance(entry, dict) and signing.check(pub, str(entry.get("sig", "")), signed_part(entry))
-
-    workers = min(8, os.cpu_count() or 1)
-    if len(entries) < PARALLEL_FROM or workers == 1:
-        return [one(e) for e in entries]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, entries, chunksize=256))
+    return [
+        isinstance(e, dict) and signing.check(pub, str(e.get("sig", "")), signed_part(e)) for e in entries
+    ]
 
 
 def _check_files(folder: Path, entries: list[dict[str, Any]], verdict: Verdict) -> None:
