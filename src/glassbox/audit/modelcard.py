@@ -31,6 +31,7 @@ SMALL_TEST = 200  # below this many test rows, say how coarse the test metrics a
 # is left out: it is bounded by 1, so against a random control above 0.5 no method
 # could ever reach a ratio of 2.
 WEAK_RATIO = 1.5
+COMPLETENESS_TOL = 0.05  # a method claiming completeness that misses it by more gets a limitation line
 
 
 def model_card(
@@ -121,6 +122,15 @@ def _limitations(
                 out.append(
                     f"Explanations by {name} are barely better than random attributions ({said}; "
                     f"below {WEAK_RATIO:g}x): do not read them as the model's reasons."
+                )
+            worst = (m.get("quality") or {}).get("completeness_max")
+            if worst is not None and worst > COMPLETENESS_TOL:
+                out.append(
+                    f"{name} claims its attributions sum to the change in the logit, but they miss it by"
+                    f" up to {worst:.3g} here (Captum's DeepLift rules do not cover attention's softmax"
+                    " or LayerNorm)."
+                    if name == "deeplift"
+                    else f"{name}'s attributions miss the change in the logit by up to {worst:.3g}."
                 )
         for name, why in explanations.get("skipped", {}).items():
             out.append(f"No {name} explanations: {why}")
