@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,17 +60,9 @@ BAR = {"completeness_max": 0.05, "infidelity_baseline": 2.0, "deletion_auc": 2.0
 
 
 def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    return out or "unknown"
+    from glassbox.run import _git_commit  # the same lookup meta.json uses
+
+    return _git_commit() or "unknown"
 
 
 def _rnd(x: float | None, digits: int = 4) -> float | None:
