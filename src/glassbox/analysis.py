@@ -42,18 +42,6 @@ MODEL_CARD = "model_card.json"
 MAX_GROUPS = 20  # a numeric feature with more distinct values than this is not a group
 
 
-def probabilities(model: nn.Module, data: Dataset, batch: int = 512) -> np.ndarray:
-    """Class probabilities ``(N, K)`` of a classifier, in eval mode, without gradients."""
-    import torch
-
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        out = [torch.softmax(model(data.X[i : i + batch]), dim=-1) for i in range(0, len(data), batch)]
-    model.train(was)
-    return torch.cat(out).numpy()
-
-
 def check_analyses(recipe: Recipe, data: dict[str, Any]) -> None:
     """Fail before any training when the recipe's explain/audit sections cannot run on this data."""
     test = data["test"]
@@ -142,6 +130,7 @@ def audit_model(cfg: AuditConfig, model: nn.Module, data: dict[str, Any], seed: 
     """Audit test predictions by group (``glassbox.audit.fairness_audit``); needs the explain extra."""
     _need("fairlearn", "the fairness audit")
     from glassbox.audit import fairness_audit
+    from glassbox.train.trainer import predict_proba
 
     test, val = data["test"], data["val"]
     if test.task != "classification" or test.n_classes != 2:
@@ -156,10 +145,10 @@ def audit_model(cfg: AuditConfig, model: nn.Module, data: dict[str, Any], seed: 
     _, val_groups = groups_for(val, name)
     result = fairness_audit(
         (test.y.numpy() == k).astype(int),
-        probabilities(model, test)[:, k],
+        predict_proba(model, test)[:, k],
         groups,
         val_y=(val.y.numpy() == k).astype(int),
-        val_score=probabilities(model, val)[:, k],
+        val_score=predict_proba(model, val)[:, k],
         val_groups=val_groups,
         threshold=cfg.threshold,
         n_boot=cfg.n_boot,
@@ -291,11 +280,9 @@ def _audit_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 def _ledger_facts(run: Run, head: dict[str, Any]) -> dict[str, Any]:
     """What the model card says about provenance: the tree head, the key, the dataset entry's hash."""
-    from glassbox.ledger.chain import LEDGER, PUBLIC, sha256_hex
+    from glassbox.ledger.chain import PUBLIC, sha256_hex
 
-    lines = [line for line in (run.path / LEDGER).read_bytes().split(b"\n") if line]
-    dataset = [line for line in lines if json.loads(line)["kind"] == "dataset"]
-    entry = json.loads(dataset[-1]) if dataset else None
+    line, entry = _dataset_entry(run)
     return {
         "tree_head_entry": head["seq"],
         "tree_size": head["data"]["size"],
@@ -303,7 +290,7 @@ def _ledger_facts(run: Run, head: dict[str, Any]) -> dict[str, Any]:
         "public_key_sha256": head["data"]["key"],
         "public_key_pem": (run.path / PUBLIC).read_text().strip(),
         "dataset_entry": None if entry is None else entry["seq"],
-        "dataset_entry_sha256": None if entry is None else sha256_hex(dataset[-1]),
+        "dataset_entry_sha256": None if line is None else sha256_hex(line),
         "data_digests": None if entry is None else entry.get("data", {}).get("digests"),
     }
 
@@ -322,7 +309,8 @@ def open_run(path: str | Path) -> tuple[Run, Recipe, dict[str, Any], nn.Module]:
     cleaning = run.meta().get("cleaning")
     clean = None if cleaning is None else {"values": cleaning["values"], "fraction": cleaning["fraction"]}
     data = prepare_data(recipe, clean)
-    digests = _read_dataset_digests(run)
+    _, entry = _dataset_entry(run)
+    digests = None if entry is None else entry.get("data", {}).get("digests")
     if digests is not None:
         now = {name: data[name].digest() for name in ("train", "val", "test")}
         if now != digests:
@@ -366,10 +354,11 @@ def rerun(path: str | Path, section: str, options: dict[str, Any]) -> tuple[Run,
     return run, result
 
 
-def _read_dataset_digests(run: Run) -> dict[str, str] | None:
+def _dataset_entry(run: Run) -> tuple[bytes | None, dict[str, Any] | None]:
+    """The ledger's last dataset entry, as its stored line and parsed."""
     from glassbox.ledger.chain import LEDGER
 
     for line in reversed((run.path / LEDGER).read_bytes().split(b"\n")):
         if line and json.loads(line)["kind"] == "dataset":
-            return json.loads(line).get("data", {}).get("digests")
-    return None
+            return line, json.loads(line)
+    return None, None

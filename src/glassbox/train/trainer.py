@@ -135,19 +135,9 @@ class Trainer:
         return batches
 
     # -- evaluation ---------------------------------------------------------------
-    @torch.no_grad()
     def predict_proba(self, data: Dataset) -> np.ndarray:
         """Class probabilities (N, K) for classification data."""
-        if data.task != "classification":
-            raise ValueError("predict_proba is for classification data")
-        was = self.model.training
-        self.model.eval()
-        out = [
-            torch.softmax(self.model(data.X[i : i + EVAL_BATCH]), dim=-1)
-            for i in range(0, len(data), EVAL_BATCH)
-        ]
-        self.model.train(was)
-        return torch.cat(out).numpy()
+        return predict_proba(self.model, data)
 
     @torch.no_grad()
     def evaluate(self, data: Dataset) -> dict[str, float]:
@@ -392,3 +382,15 @@ class Trainer:
     def iter_batches(self, data: Dataset, epoch: int = 1) -> Iterator[torch.Tensor]:
         """The batch positions the trainer would use in ``epoch`` (for tools that replay training)."""
         yield from self._batches(len(data), epoch)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, data: Dataset) -> np.ndarray:
+    """Class probabilities ``(N, K)`` of a classifier on ``data``, in eval mode; its mode is restored."""
+    if data.task != "classification":
+        raise ValueError("predict_proba is for classification data")
+    was = model.training
+    model.eval()
+    out = [torch.softmax(model(data.X[i : i + EVAL_BATCH]), dim=-1) for i in range(0, len(data), EVAL_BATCH)]
+    model.train(was)
+    return torch.cat(out).numpy()
