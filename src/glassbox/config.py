@@ -150,6 +150,57 @@ class ReportConfig(Section):
     limitations: list[str] = Field(default_factory=list)  # added to those the card finds itself
 
 
+class PartitionConfig(Section):
+    """How the training rows are split among the clients (glassbox.data.partition)."""
+
+    scheme: Literal["iid", "dirichlet", "classes", "column"] = "dirichlet"
+    alpha: float = Field(0.3, gt=0)  # dirichlet: lower is more skewed; 0.1 gives one or two classes a client
+    classes_per_client: int = Field(2, ge=1)  # classes: McMahan et al.'s pathological shards
+    column: str | None = None  # column: one client per value (a branch, a hospital); clients = their count
+    min_size: int = Field(10, ge=2)  # rows a client must hold; dirichlet redraws until all do
+    local_val: float = Field(0.2, ge=0, lt=1)  # share of each client's rows kept for its own evaluation
+
+
+class PrivacyConfig(Section):
+    """Differential privacy: central (Flower's DP wrapper, RDP accountant) or local (Opacus DP-SGD)."""
+
+    mode: Literal["central", "local"] = "central"
+    noise_multiplier: float = Field(1.0, gt=0)  # sigma; central: of the clipped update, local: of each step
+    clipping_norm: float = Field(1.0, gt=0)  # central: L2 bound on each client's update (model minus global)
+    max_grad_norm: float = Field(1.0, gt=0)  # local: L2 bound on each example's gradient
+    delta: float = Field(1e-5, gt=0, lt=1)  # epsilon is reported at this delta after every round
+
+
+class FaultConfig(Section):
+    """Fault drills: clients (partition ids) made to misbehave every round, to test the guards."""
+
+    fail: list[int] = Field(default_factory=list)  # raise inside the ClientApp
+    nan: list[int] = Field(default_factory=list)  # send an update full of NaN
+    wrong_shape: list[int] = Field(default_factory=list)  # send a tensor of the wrong shape
+    scale: list[int] = Field(default_factory=list)  # send the update times 100 (a crude poisoning)
+
+
+class FederatedConfig(Section):
+    """``glassbox federate``: Flower strategies over glassbox's Trainer, one client per partition."""
+
+    strategy: Literal["fedavg", "fedadam", "fedprox", "scaffold", "krum", "multikrum", "trimmed_mean"] = (
+        "fedavg"
+    )
+    clients: int = Field(10, ge=2)  # partitions, one SuperNode each; scheme column sets its own
+    rounds: int = Field(20, ge=1)
+    local_epochs: int = Field(1, ge=1)  # passes over a client's rows per round (train.epochs is ignored)
+    fraction: float = Field(1.0, gt=0, le=1)  # clients sampled per round
+    min_clients: int = Field(2, ge=1)  # a round with fewer accepted updates keeps the old model
+    proximal_mu: float = Field(0.01, ge=0)  # fedprox: weight of (mu/2)||w - w_global||^2
+    server_lr: float = Field(1.0, gt=0)  # scaffold: eta_g; fedadam: eta (Flower's default is 0.1)
+    byzantine: int = Field(1, ge=0)  # krum, multikrum: f, the attackers tolerated
+    trim_beta: float = Field(0.2, gt=0, lt=0.5)  # trimmed_mean: fraction cut at each end per coordinate
+    timeout: float = Field(600.0, gt=0)  # seconds a round waits for replies; late clients are dropped
+    partition: PartitionConfig = PartitionConfig()
+    privacy: PrivacyConfig | None = None  # `privacy: {}` turns central DP on with the defaults
+    faults: FaultConfig = FaultConfig()
+
+
 class Recipe(Section):
     name: str = "run"
     preset: Literal["fast", "default", "best"] = "default"
@@ -160,6 +211,7 @@ class Recipe(Section):
     valuation: ValuationConfig = ValuationConfig()
     explain: ExplainConfig | None = None  # `explain: {}` turns explanations on with the defaults
     audit: AuditConfig | None = None  # `audit: {}` audits by the data's sensitive column
+    federated: FederatedConfig | None = None  # read by `glassbox federate`; `train` ignores it
     report: ReportConfig = ReportConfig()
 
 
@@ -282,3 +334,11 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
 def render(recipe: Recipe) -> str:
     """The recipe as YAML with every default filled in (what ``config.yaml`` holds)."""
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def load_recipe_text(text: str) -> Recipe:
+    """A recipe from its rendered YAML (``render``'s output: every field filled, so no preset applies again)."""
+    try:
+        return Recipe.model_validate(yaml.safe_load(text) or {})
+    except ValidationError as err:
+        raise validation_error(err, "recipe") from None

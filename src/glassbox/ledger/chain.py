@@ -76,6 +76,7 @@ KINDS = frozenset(
         "audit",
         "export",
         "federated-update",
+        "federated-round",
         "artifact",
         TREE_HEAD,
     }
