@@ -205,8 +205,14 @@ def valuation_from_run(run: Run, train: Dataset) -> Any:
     return ValuationResult(values, summary["method"], noisy, summary.get("notes", []), summary)
 
 
-def write_run_report(run: Run, recipe: Recipe, data: dict[str, Any]) -> None:
-    """Rebuild ``report.html`` (and ``model_card.json``) from what the run folder holds."""
+def write_run_report(
+    run: Run, recipe: Recipe, data: dict[str, Any], extra_sections: list[dict] | None = None
+) -> None:
+    """Rebuild ``report.html`` (and ``model_card.json``) from what the run folder holds.
+
+    ``extra_sections`` (``write_report``'s section dicts) follow the run's own
+    analyses; ``glassbox.report.federated`` adds the federation's this way.
+    """
     from glassbox.audit.modelcard import model_card
     from glassbox.pipeline import report_sections
     from glassbox.report import write_report
@@ -229,6 +235,7 @@ def write_run_report(run: Run, recipe: Recipe, data: dict[str, Any]) -> None:
         from glassbox.report.audit import audit_section
 
         sections.append(audit_section(audit))
+    sections += extra_sections or []
     # The card quotes the tree head sealed now: it covers everything above the report.
     head = run.seal()
     card = model_card(
@@ -355,10 +362,14 @@ def rerun(path: str | Path, section: str, options: dict[str, Any]) -> tuple[Run,
 
 
 def _dataset_entry(run: Run) -> tuple[bytes | None, dict[str, Any] | None]:
-    """The ledger's last dataset entry, as its stored line and parsed."""
+    """The ledger's last dataset entry with the splits' digests, as its stored line and parsed.
+
+    Other dataset entries (label_noise.json, a federated run's partition.json) hold no digests.
+    """
     from glassbox.ledger.chain import LEDGER
 
     for line in reversed((run.path / LEDGER).read_bytes().split(b"\n")):
-        if line and json.loads(line)["kind"] == "dataset":
-            return line, json.loads(line)
+        entry = json.loads(line) if line else None
+        if entry is not None and entry["kind"] == "dataset" and "digests" in (entry.get("data") or {}):
+            return line, entry
     return None, None

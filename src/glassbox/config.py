@@ -337,7 +337,7 @@ def render(recipe: Recipe) -> str:
 
 
 def load_recipe_text(text: str) -> Recipe:
-    """A recipe from its rendered YAML (``render``'s output: every field filled, so no preset applies again)."""
+    """A recipe from its rendered YAML (``render``'s output: every field set, so no preset applies)."""
     try:
         return Recipe.model_validate(yaml.safe_load(text) or {})
     except ValidationError as err:

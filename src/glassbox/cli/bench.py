@@ -16,6 +16,7 @@ BENCHMARKS = {
     "attention": "attention_speed.py",
     "explain": "explain_quality.py",
     "fairness": "fairness.py",
+    "federated": "federated.py",
     "ledger": "ledger.py",
     "mqar": "mqar.py",
     "merging": "token_merging.py",

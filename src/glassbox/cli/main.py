@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from glassbox.cli import audit, bench, datasets, demo, explain, render_config, train, verify
+from glassbox.cli import audit, bench, datasets, demo, explain, federate, render_config, train, verify
 from glassbox.errors import UserError
 
 app = typer.Typer(
@@ -23,7 +23,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for module in (demo, train, render_config, datasets, explain, audit, verify, bench):
+for module in (demo, train, federate, render_config, datasets, explain, audit, verify, bench):
     module.register(app)
 
 

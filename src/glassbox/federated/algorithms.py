@@ -285,22 +285,43 @@ def scaffold_server_update(
     deltas_c: Sequence[State],
     n_total_clients: int,
     server_lr: float = 1.0,
+    weights: Sequence[float] | None = None,
+    total_weight: float | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """SCAFFOLD's server update: ``x <- x + eta_g mean(delta_y)``, ``c <- c + (|S| / N) mean(delta_c)``.
 
     ``S`` is the clients whose updates were accepted this round (pass only
-    those), ``N`` all clients. The means are unweighted, as in the paper:
-    ``c`` must stay the plain mean of all N clients' ``c_i`` for the
-    correction to cancel client drift. That invariant also needs a dropped
-    client not to keep the ``c_i`` it computed in a round the server dropped.
+    those), ``N`` all clients. Without ``weights`` the means are unweighted,
+    as in the paper: ``c`` must stay the plain mean of all N clients' ``c_i``
+    for the correction to cancel client drift. That invariant also needs a
+    dropped client not to keep the ``c_i`` it computed in a round the server dropped.
+
+    ``weights`` (a client's examples) with ``total_weight`` (all N clients'
+    examples) is the same algorithm for the data-weighted objective
+    ``f = sum_i p_i f_i``, ``p_i = n_i / n``, which FedAvg minimises:
+    ``x`` moves by the ``n_i``-weighted mean of the ``delta_y`` and
+    ``c += sum_S p_i delta_c_i``, so ``c`` stays ``sum_i p_i c_i``, the
+    estimate of that objective's gradient. With equal sizes both forms agree.
     """
     s = len(deltas_y)
     if s == 0 or s != len(deltas_c):
         raise ValueError(f"need one delta_c per delta_y and at least one; got {s} and {len(deltas_c)}")
     if not 0 < s <= n_total_clients:
         raise ValueError(f"{s} participating clients of n_total_clients={n_total_clients}")
-    x_new = {k: (v.double() + server_lr * _mean(deltas_y, k)).to(v.dtype) for k, v in x.items()}
-    c_new = {k: (v.double() + (s / n_total_clients) * _mean(deltas_c, k)).to(v.dtype) for k, v in c.items()}
+    if weights is None:
+        wy = [1.0 / s] * s
+        wc = [1.0 / n_total_clients] * s
+    else:
+        if len(weights) != s or total_weight is None or total_weight < sum(weights) or min(weights) <= 0:
+            raise ValueError("weights need one positive value per client and total_weight >= their sum")
+        wy = [w / math.fsum(weights) for w in weights]
+        wc = [w / total_weight for w in weights]
+
+    def wsum(states: Sequence[State], key: str, w: list[float]) -> torch.Tensor:
+        return sum(wi * st[key].double() for wi, st in zip(w, states, strict=True))  # type: ignore[return-value]
+
+    x_new = {k: (v.double() + server_lr * wsum(deltas_y, k, wy)).to(v.dtype) for k, v in x.items()}
+    c_new = {k: (v.double() + wsum(deltas_c, k, wc)).to(v.dtype) for k, v in c.items()}
     return x_new, c_new
 
 

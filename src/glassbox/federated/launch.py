@@ -10,7 +10,7 @@
   stops the SuperLink's whole process group. One CPU per client, torch
   threads 1.
 - ``deployment``: a SuperLink the user runs (``--superlink HOST:PORT``, its
-  Control API) with one SuperNode per client; see the README. The
+  HTTP API, port 8000 by default) with one SuperNode per client; see the README. The
   ServerApp writes the run folder where the SuperLink runs it, so the path
   must be one that machine can write (the same machine, or a shared disk).
 
@@ -130,7 +130,8 @@ def _bin(name: str) -> str:
     path = Path(sys.executable).parent / name
     if not path.exists():
         raise UserError(
-            f"{name} not found beside {sys.executable}; install the federated extra: pip install 'glassbox[federated]'"
+            f"{name} not found beside {sys.executable}; install the federated extra:"
+            " pip install 'glassbox[federated]'"
         )
     return str(path)
 
@@ -152,18 +153,24 @@ def _flower_env(home: Path) -> dict[str, str]:
     return env
 
 
-def flower_processes(home: Path) -> list[int]:
+def flower_processes(home: Path, address: str | None = None) -> list[int]:
     """Process ids of everything started for this run: all carry its private FLWR_HOME.
 
     Flower detaches what it starts (``start_new_session``), so killing the
     SuperLink's process group misses its SuperExec and the simulation's Ray
-    workers; the environment marker finds them all.
+    workers; the environment marker finds them, and ``address`` (the
+    SuperLink's, on a port chosen for this run) those started with a clean
+    environment, which name it on their command line.
     """
     marker = f"FLWR_HOME={home}".encode()
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if int(proc.name) != os.getpid() and marker in (proc / "environ").read_bytes().split(b"\0"):
+            if int(proc.name) == os.getpid():
+                continue
+            env = (proc / "environ").read_bytes().split(b"\0")
+            cmd = (proc / "cmdline").read_bytes()
+            if marker in env or (address is not None and address.encode() in cmd):
                 found.append(int(proc.name))
         except (OSError, ValueError):
             continue
@@ -211,7 +218,8 @@ def _connection_toml(name: str, address: str, n_clients: int | None) -> str:
     if n_clients is not None:
         lines += [
             f"options.num-supernodes = {n_clients}",
-            "options.backend.client-resources.num-cpus = 1",  # Flower's default is 2: half the clients at once
+            # Flower's default is 2 CPUs a client: only half the clients would run at once.
+            "options.backend.client-resources.num-cpus = 1",
             "options.backend.client-resources.num-gpus = 0.0",
         ]
     return "\n".join(lines) + "\n"
@@ -294,7 +302,7 @@ def federate(
         raise UserError(f"unknown engine '{engine}': choose simulation or deployment")
     if engine == "deployment" and not superlink:
         raise UserError(
-            "--engine deployment needs --superlink HOST:PORT (the SuperLink's Control API address)"
+            "--engine deployment needs --superlink HOST:PORT (the SuperLink's HTTP API, default port 8000)"
         )
     run = create_run(recipe, out)
     n = task.client_count(recipe, task.load_data(recipe))
@@ -302,6 +310,7 @@ def federate(
     limit = timeout if timeout is not None else cfg.timeout * (cfg.rounds + 2) + 300
     log = run.path.parent / f".{run.path.name}.{FLOWER_LOG}"  # outside the folder until it is recorded
     superlink_proc = None
+    address = ""
     with tempfile.TemporaryDirectory(prefix="glassbox-flower-") as tmp:
         home, app = Path(tmp) / "home", Path(tmp) / "app"
         home.mkdir()
@@ -310,14 +319,12 @@ def federate(
         env = _flower_env(home)
         try:
             if engine == "simulation":
-                http, control = _free_port(), _free_port()
+                http = _free_port()  # Flower 1.42 serves every API over this one HTTP port
                 cmd = [
                     _bin("flower-superlink"),
                     "--insecure",
                     "--simulation",
                     "--disable-runtime-dependency-installation",
-                    "--control-api-address",
-                    f"127.0.0.1:{control}",
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -338,7 +345,7 @@ def federate(
             code = _flwr_run(app, "glassbox", overrides, env, log, limit)
         finally:
             stop_group(superlink_proc)
-            left = kill_all(flower_processes(home))
+            left = kill_all(flower_processes(home, address if engine == "simulation" else None))
             if left:
                 print(f"warning: Flower processes {left} would not stop; kill them by hand", file=sys.stderr)
     status = Run(run.path).meta().get("status")

@@ -51,8 +51,8 @@ def _wait_for_nodes(grid: Any, n: int, timeout: float = NODE_WAIT) -> list[int]:
         time.sleep(1.0)
 
 
-def pool_statistics(grid: Any, nodes: list[int], timeout: float) -> dict[str, torch.Tensor]:
-    """Ask every client for its (count, mean, std) and pool them (task.pooled_stats)."""
+def pool_statistics(grid: Any, nodes: list[int], timeout: float) -> tuple[dict[str, torch.Tensor], float]:
+    """Ask every client for its (count, mean, std); their pooled statistics and total count."""
     from flwr.app import Message, RecordDict
 
     messages = [Message(RecordDict(), message_type="query.stats", dst_node_id=n) for n in nodes]
@@ -61,7 +61,7 @@ def pool_statistics(grid: Any, nodes: list[int], timeout: float) -> dict[str, to
     if not stats:
         reasons = "; ".join(str(r.error.reason) for r in replies if r.has_error())[:500]
         raise RuntimeError(f"no client answered the statistics query: {reasons or 'no replies'}")
-    return task.pooled_stats(stats)
+    return task.pooled_stats(stats), float(sum(float(s["count"].sum()) for s in stats))
 
 
 def _round_line(record: dict[str, Any], test: dict[str, float], started: float) -> dict[str, Any]:
@@ -113,10 +113,11 @@ def _serve(grid: Any, recipe: Recipe, run: Any) -> dict[str, Any]:
     n = task.client_count(recipe, data)
     nodes = _wait_for_nodes(grid, n)
     model = task.build_global_model(recipe, data)
-    task.set_stats(model, pool_statistics(grid, nodes, cfg.timeout))
+    stats, total = pool_statistics(grid, nodes, cfg.timeout)
+    task.set_stats(model, stats)
     initial = task.get_state(model)
     param_keys = [k for k, p in model.named_parameters() if p.requires_grad]
-    strategy = build_strategy(cfg, n, param_keys)
+    strategy = build_strategy(cfg, n, param_keys, total_examples=total)
 
     def evaluate_fn(server_round: int, arrays: Any) -> Any:
         state = task.from_arrays(arrays)

@@ -56,11 +56,20 @@ class Scaffold(FedAvg):
     ``c += |S|/N mean(delta c_i)``, unweighted as in the paper.
     """
 
-    def __init__(self, param_keys: list[str], n_total_clients: int, server_lr: float = 1.0, **kw: Any):
+    def __init__(
+        self,
+        param_keys: list[str],
+        n_total_clients: int,
+        server_lr: float = 1.0,
+        total_examples: float | None = None,
+        **kw: Any,
+    ):
         super().__init__(**kw)
         self.param_keys = list(param_keys)
         self.n_total_clients = n_total_clients
         self.server_lr = server_lr
+        # Clients of unequal size: weight by examples, like FedAvg (see scaffold_server_update).
+        self.total_examples = total_examples
         self.c_: dict[str, torch.Tensor] | None = None
         self._x: dict[str, torch.Tensor] | None = None
 
@@ -85,14 +94,23 @@ class Scaffold(FedAvg):
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid or self._x is None or self.c_ is None:
             return None, None
-        ys, dcs = [], []
+        ys, dcs, sizes = [], [], []
         for msg in valid:
+            sizes.append(float(next(iter(msg.content.metric_records.values()))[WEIGHT_KEY]))
             state = from_arrays(msg.content["arrays"])
             dcs.append({k[len(DC_PREFIX) :]: v for k, v in state.items() if k.startswith(DC_PREFIX)})
             ys.append({k: v for k, v in state.items() if not k.startswith(DC_PREFIX)})
         deltas_y = [{k: y[k] - self._x[k] for k in self._x} for y in ys]
+        weighted = self.total_examples is not None
         x, self.c_ = scaffold_server_update(
-            self._x, self.c_, deltas_y, dcs, self.n_total_clients, server_lr=self.server_lr
+            self._x,
+            self.c_,
+            deltas_y,
+            dcs,
+            self.n_total_clients,
+            server_lr=self.server_lr,
+            weights=sizes if weighted else None,
+            total_weight=max(self.total_examples or 0.0, sum(sizes)) if weighted else None,
         )
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
         return to_arrays(x), metrics
@@ -110,6 +128,7 @@ class Guarded(Strategy):
         self._reference: dict[str, torch.Tensor] = {}
         self._sent: dict[int, str] = {}
         self._model_digest: str | None = None
+        self._dtypes: dict[str, torch.dtype] = {}
 
     # -- what the inner strategies are ---------------------------------------------------------
     def _chain(self) -> list[Strategy]:
@@ -137,6 +156,7 @@ class Guarded(Strategy):
     ) -> Iterable[Message]:
         state = from_arrays(arrays)
         self._model_digest = state_digest(state)
+        self._dtypes = {k: v.dtype for k, v in state.items()}
         ref = state
         for s in self._chain():
             if hasattr(s, "reply_reference"):
@@ -205,7 +225,13 @@ class Guarded(Strategy):
             if arrays is None:
                 record["kept_previous"] = "the strategy aggregated nothing (see the Flower log)"
         if arrays is not None:
-            record["model_sha256"] = state_digest(from_arrays(arrays))
+            # Keep the global model's dtypes: FedAdam's numpy arithmetic returns float64, which
+            # would double every message and make the saved (float32) model differ from the ledger's.
+            state = {
+                k: v.to(self._dtypes[k]) if k in self._dtypes else v for k, v in from_arrays(arrays).items()
+            }
+            arrays = to_arrays(state)
+            record["model_sha256"] = state_digest(state)
         else:
             record["model_sha256"] = self._model_digest
         eps = self.epsilon()
@@ -286,9 +312,13 @@ def _fedprox(cfg: FederatedConfig, n_clients: int, **_: Any) -> Strategy:
 
 
 @register("scaffold")
-def _scaffold(cfg: FederatedConfig, n_clients: int, param_keys: list[str], **_: Any) -> Strategy:
+def _scaffold(
+    cfg: FederatedConfig, n_clients: int, param_keys: list[str], total_examples: float | None = None, **_: Any
+) -> Strategy:
     kw = _common(cfg, n_clients)
-    return Scaffold(param_keys, n_total_clients=n_clients, server_lr=cfg.server_lr, **kw)
+    return Scaffold(
+        param_keys, n_total_clients=n_clients, server_lr=cfg.server_lr, total_examples=total_examples, **kw
+    )
 
 
 @register("krum")
@@ -312,9 +342,13 @@ def build_strategy(
     cfg: FederatedConfig,
     n_clients: int,
     param_keys: list[str],
+    total_examples: float | None = None,
 ) -> Guarded:
-    """The recipe's strategy, wrapped in central DP when asked, inside the guard."""
-    inner = STRATEGIES[cfg.strategy](cfg, n_clients, param_keys=param_keys)
+    """The recipe's strategy, wrapped in central DP when asked, inside the guard.
+
+    ``total_examples``: all clients' training rows (from the statistics round), for SCAFFOLD's weights.
+    """
+    inner = STRATEGIES[cfg.strategy](cfg, n_clients, param_keys=param_keys, total_examples=total_examples)
     if cfg.privacy is not None and cfg.privacy.mode == "central":
         from flwr.serverapp import NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
         from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping

@@ -1,0 +1,198 @@
+"""The Flower App end to end: every registered strategy, the guard, the ledger, the engines.
+
+Most tests drive the real ServerApp logic, strategies and ClientApp through
+``LocalGrid`` (in-process, seconds). One test runs Flower's Simulation
+Engine; the loopback deployment (a SuperLink and two SuperNodes, ~3 min
+here because every message starts a fresh ClientApp process) is slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("flwr")
+
+from glassbox.config import load_recipe
+from glassbox.errors import UserError
+from glassbox.federated import task
+from glassbox.federated.launch import check_federated, federate, flower_processes
+from glassbox.federated.local import run_local
+from glassbox.federated.strategies import STRATEGIES
+from glassbox.federated.updates import state_digest
+from glassbox.ledger.verify import verify_run
+from glassbox.nn import load_model
+
+SMALL = [
+    "data.source=iris",
+    "federated.clients=3",
+    "federated.rounds=2",
+    "federated.partition.scheme=iid",
+    "model.dim=16",
+    "model.depth=1",
+    "report.enabled=false",
+]
+SGD = [
+    "train.optimizer=sgd",
+    "train.momentum=0",
+    "train.weight_decay=0",
+    "train.grad_clip=null",
+    "train.lr=0.1",
+]
+
+
+def _entries(folder: Path, kind: str) -> list[dict]:
+    lines = (folder / "ledger.jsonl").read_text().splitlines()
+    entries = [e for e in map(json.loads, lines) if e["kind"] == kind]
+    return [{**e, "data": e.get("data") or {}} for e in entries]
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_runs_and_its_rounds_are_in_the_ledger(strategy, tmp_path):
+    over = [*SMALL, f"federated.strategy={strategy}", "federated.byzantine=0", *SGD]
+    run = run_local(load_recipe(None, over), tmp_path)
+    assert run.meta()["status"] == "completed", run.meta().get("error")
+    rounds = [m for m in run.metrics() if m.get("split") == "round"]
+    assert [m["round"] for m in rounds] == [0, 1, 2]
+    assert all(m["accepted"] == 3 and m["dropped"] == 0 for m in rounds[1:])
+    # One federated-update entry per accepted client update, one federated-round per round (and round 0).
+    updates, heads = _entries(run.path, "federated-update"), _entries(run.path, "federated-round")
+    assert len(updates) == 6 and {u["data"]["round"] for u in updates} == {1, 2}
+    per_round = [e for e in heads if "round" in e["data"]]
+    assert [e["data"]["round"] for e in per_round] == [0, 1, 2]
+    # The saved model is the last round's aggregate: its digest is the one the ledger holds.
+    model = load_model(run.path)
+    assert state_digest(model.state_dict()) == per_round[-1]["data"]["model_sha256"]
+    assert verify_run(run.path).ok
+
+
+def test_the_guard_drops_failing_nan_and_misshapen_clients_with_reasons(tmp_path):
+    over = [*SMALL, "federated.clients=5", "federated.partition.min_size=5", "federated.faults.fail=[0]"]
+    over += ["federated.faults.nan=[1]", "federated.faults.wrong_shape=[2]"]
+    run = run_local(load_recipe(None, over), tmp_path)
+    assert run.meta()["status"] == "completed"
+    summary = json.loads((run.path / "federated.json").read_text())
+    reasons = {d["partition"] if "partition" in d else None: d["reason"] for d in summary["dropped"]}
+    assert "NaN" in reasons[1] and "shape" in reasons[2]
+    assert any("fault drill" in d["reason"] for d in summary["dropped"])  # client 0 raised
+    assert all(r["accepted"] == 2 for r in summary["per_round"])
+    accepted = {u["data"]["partition"] for u in _entries(run.path, "federated-update")}
+    assert accepted == {3, 4}
+
+
+def test_too_few_good_updates_keep_the_previous_model(tmp_path):
+    over = [*SMALL, "federated.min_clients=3", "federated.faults.nan=[0]", "federated.rounds=1"]
+    run = run_local(load_recipe(None, over), tmp_path)
+    summary = json.loads((run.path / "federated.json").read_text())
+    assert "fewer than federated.min_clients=3" in summary["kept_previous"]["1"]
+    heads = [e["data"] for e in _entries(run.path, "federated-round") if "round" in e["data"]]
+    assert heads[0]["model_sha256"] == heads[1]["model_sha256"]  # round 1 kept round 0's model
+
+
+def test_pooled_statistics_equal_those_of_all_client_rows():
+    recipe = load_recipe(
+        None, [*SMALL, "federated.partition.scheme=dirichlet", "federated.partition.alpha=0.5"]
+    )
+    data = task.load_data(recipe)
+    trains = [task.client_data(recipe, data, k)[0] for k in range(3)]
+    pooled = task.pooled_stats([task.client_stats(recipe, t) for t in trains])
+    every = torch.cat([t.X for t in trains]).double()
+    assert torch.allclose(pooled["tokenizer.mean"], every.mean(0), atol=1e-9)
+    assert torch.allclose(pooled["tokenizer.std"], every.std(0, unbiased=False), atol=1e-9)
+
+
+def test_central_dp_reports_epsilon_every_round(tmp_path):
+    over = [*SMALL, "federated.privacy.mode=central", "federated.privacy.noise_multiplier=1.0"]
+    run = run_local(load_recipe(None, over), tmp_path)
+    eps = [m["epsilon"] for m in run.metrics() if m.get("split") == "round" and m["round"] > 0]
+    assert len(eps) == 2 and 0 < eps[0] < eps[1]
+
+
+@pytest.mark.parametrize(
+    ("over", "needle"),
+    [
+        (["federated.strategy=scaffold"], "SCAFFOLD needs plain SGD"),
+        (
+            ["federated.strategy=krum", "federated.privacy.mode=central"],
+            "central DP runs with strategy fedavg",
+        ),
+        (["federated.faults.nan=[7]"], "only 3"),
+        (["federated.min_clients=4"], "more than the 3 clients"),
+    ],
+)
+def test_unrunnable_recipes_are_refused_with_the_fix(over, needle):
+    recipe = load_recipe(None, [*SMALL, *over])
+    with pytest.raises(UserError, match=needle):
+        check_federated(recipe, 3)
+
+
+def test_simulation_engine_runs_the_app_and_leaves_no_process(tmp_path):
+    recipe = load_recipe(None, [*SMALL, "federated.clients=2", "federated.rounds=1"])
+    run = federate(recipe, tmp_path, engine="simulation")
+    assert run.meta()["status"] == "completed", run.meta().get("error")
+    assert verify_run(run.path).ok
+    assert (run.path / "flower.log").stat().st_size > 0
+    from glassbox.federated.launch import _alive
+
+    def leftover() -> list[int]:
+        found = subprocess.run(
+            ["pgrep", "-f", "flower-superlink|flwr-simulation|flower-superexec"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        return [int(p) for p in found if _alive(int(p))]  # a zombie awaiting its reaper is gone already
+
+    assert leftover() == []
+
+
+@pytest.mark.slow
+def test_loopback_deployment_two_supernodes_two_rounds(tmp_path):
+    bin_ = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(tmp_path / "home"),
+        "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}",
+    }
+    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    port = 18000 + os.getpid() % 1000
+    procs = [
+        subprocess.Popen(
+            [str(bin_ / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation"]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
+    try:
+        time.sleep(4)
+        for i in range(2):
+            node = [str(bin_ / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{port}"]
+            node += ["--port", str(port + 100 + i), "--node-config", f"partition-id={i} num-partitions=2"]
+            procs.append(
+                subprocess.Popen(
+                    node,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        recipe = load_recipe(None, [*SMALL, "federated.clients=2", "federated.rounds=2"])
+        run = federate(recipe, tmp_path / "runs", engine="deployment", superlink=f"127.0.0.1:{port}")
+        assert run.meta()["status"] == "completed", run.meta().get("error")
+        assert len(_entries(run.path, "federated-update")) == 4
+        assert verify_run(run.path).ok
+    finally:
+        from glassbox.federated.launch import kill_all
+
+        kill_all([p.pid for p in procs] + flower_processes(tmp_path / "home"))
+    assert not flower_processes(tmp_path / "home")
