@@ -16,7 +16,8 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"  # for --group
-	$(PIP) -e ".[explain]" --group dev  # explain: captum for the TracIn baseline
+	# explain: captum, fairlearn; federated: Flower (simulation engine, DP accounting) and Opacus.
+	$(PIP) -e ".[explain,federated]" --group dev
 	touch $(STAMP)
 
 install: $(STAMP)

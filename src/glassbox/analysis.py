@@ -235,6 +235,11 @@ def write_run_report(
         from glassbox.report.audit import audit_section
 
         sections.append(audit_section(audit))
+    if extra_sections is None and run.meta().get("kind") == "federated":
+        # A federated run's own sections, also when explain or audit rebuild its report later.
+        from glassbox.report.federated import federated_sections
+
+        extra_sections = federated_sections(run, recipe, data)
     sections += extra_sections or []
     # The card quotes the tree head sealed now: it covers everything above the report.
     head = run.seal()

@@ -164,8 +164,12 @@ def test_loopback_deployment_two_supernodes_two_rounds(tmp_path):
     port = 18000 + os.getpid() % 1000
     procs = [
         subprocess.Popen(
-            [str(bin_ / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation"]
-            + ["--host", "127.0.0.1", "--port", str(port)],
+            [
+                str(bin_ / "flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                *("--host", "127.0.0.1", "--port", str(port)),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -196,3 +200,19 @@ def test_loopback_deployment_two_supernodes_two_rounds(tmp_path):
 
         kill_all([p.pid for p in procs] + flower_processes(tmp_path / "home"))
     assert not flower_processes(tmp_path / "home")
+
+
+def test_scaffold_client_keeps_its_control_variate_only_when_the_server_used_its_update(tmp_path):
+    from glassbox.federated.client_app import C_I
+    from glassbox.federated.client_app import app as client_app
+    from glassbox.federated.launch import create_run
+    from glassbox.federated.local import LocalGrid, run_config
+    from glassbox.federated.server import serve
+
+    over = [*SMALL, *SGD, "federated.strategy=scaffold", "federated.faults.nan=[1]", "federated.rounds=3"]
+    recipe = load_recipe(None, over)
+    run = create_run(recipe, tmp_path)
+    grid = LocalGrid(client_app, 3, run_config(recipe, run.path))
+    serve(grid, recipe, run.path)
+    kept = {ctx.node_config["partition-id"]: C_I in ctx.state for ctx in grid.contexts.values()}
+    assert kept == {0: True, 1: False, 2: True}  # client 1's NaN updates were dropped every round

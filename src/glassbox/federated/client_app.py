@@ -20,6 +20,11 @@ from glassbox.federated.strategies import DC_PREFIX, DP_WEIGHT_KEY, WEIGHT_KEY
 app = ClientApp()
 
 C_I = "scaffold-c-i"
+# SCAFFOLD: the c_i computed in a round is only this client's once the server has
+# used its update (SCAFFOLD's c stays the mean of the c_i only then); until the next
+# round's message says so, it waits here with the round it belongs to.
+C_I_PENDING = "scaffold-c-i-pending"
+PENDING_ROUND = "scaffold-pending-round"
 DP_HISTORY = "dp-history"
 
 
@@ -52,8 +57,10 @@ def train(msg: Message, context: Context) -> Message:
     config = msg.content["config"]
     scaffold_c = task.from_arrays(msg.content["scaffold-c"]) if "scaffold-c" in msg.content else None
     c_i = None
-    if scaffold_c is not None and C_I in context.state:
-        c_i = task.from_arrays(context.state[C_I])
+    if scaffold_c is not None:
+        _commit_pending(context, pid, json.loads(str(config.get("scaffold-accepted", "{}"))))
+        if C_I in context.state:
+            c_i = task.from_arrays(context.state[C_I])
     history = None
     if DP_HISTORY in context.state:
         history = json.loads(str(context.state[DP_HISTORY]["json"]))
@@ -73,13 +80,25 @@ def train(msg: Message, context: Context) -> Message:
     if pid in task.fed(recipe).faults.scale:
         state = task.scaled_update(global_state, state)
     if result.c_i is not None and result.delta_c is not None:
-        context.state[C_I] = task.to_arrays(result.c_i)
+        context.state[C_I_PENDING] = task.to_arrays(result.c_i)
+        context.state[PENDING_ROUND] = ConfigRecord({"round": int(config.get("server-round", 0))})
         state = {**state, **{DC_PREFIX + k: v for k, v in result.delta_c.items()}}
     if result.privacy is not None:
         context.state[DP_HISTORY] = ConfigRecord({"json": json.dumps(result.privacy["history"])})
     values = {**result.metrics, "steps": float(result.steps)}
     content = RecordDict({"arrays": task.to_arrays(state), "metrics": _metrics(pid, result.examples, values)})
     return Message(content, reply_to=msg)
+
+
+def _commit_pending(context: Context, pid: int, accepted: dict[str, list[int]]) -> None:
+    """Keep last sampled round's c_i if the server accepted that round's update, else drop it."""
+    if C_I_PENDING not in context.state:
+        return
+    rnd = str(context.state[PENDING_ROUND]["round"])
+    if pid in accepted.get(rnd, []):
+        context.state[C_I] = context.state[C_I_PENDING]
+    del context.state[C_I_PENDING]
+    del context.state[PENDING_ROUND]
 
 
 @app.evaluate()

@@ -22,6 +22,7 @@ test in tests/federated/test_strategies.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from logging import INFO
 from typing import Any
@@ -72,6 +73,7 @@ class Scaffold(FedAvg):
         self.total_examples = total_examples
         self.c_: dict[str, torch.Tensor] | None = None
         self._x: dict[str, torch.Tensor] | None = None
+        self.accepted_: dict[str, list[int]] = {}  # round -> partitions whose update c took in
 
     def reply_reference(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {**state, **{DC_PREFIX + k: state[k] for k in self.param_keys}}
@@ -82,6 +84,8 @@ class Scaffold(FedAvg):
         self._x = from_arrays(arrays)
         if self.c_ is None:
             self.c_ = {k: torch.zeros_like(self._x[k]) for k in self.param_keys}
+        # Tells each client whether the c_i it computed in its last round counts (client_app).
+        config["scaffold-accepted"] = json.dumps(self.accepted_)
         messages = list(super().configure_train(server_round, arrays, config, grid))
         c = to_arrays(self.c_)
         for m in messages:
@@ -94,9 +98,11 @@ class Scaffold(FedAvg):
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid or self._x is None or self.c_ is None:
             return None, None
-        ys, dcs, sizes = [], [], []
+        ys, dcs, sizes, pids = [], [], [], []
         for msg in valid:
-            sizes.append(float(next(iter(msg.content.metric_records.values()))[WEIGHT_KEY]))
+            metrics = next(iter(msg.content.metric_records.values()))
+            sizes.append(float(metrics[WEIGHT_KEY]))
+            pids.append(int(metrics.get("partition-id", -1)))
             state = from_arrays(msg.content["arrays"])
             dcs.append({k[len(DC_PREFIX) :]: v for k, v in state.items() if k.startswith(DC_PREFIX)})
             ys.append({k: v for k, v in state.items() if not k.startswith(DC_PREFIX)})
@@ -112,6 +118,7 @@ class Scaffold(FedAvg):
             weights=sizes if weighted else None,
             total_weight=max(self.total_examples or 0.0, sum(sizes)) if weighted else None,
         )
+        self.accepted_[str(server_round)] = pids
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
         return to_arrays(x), metrics
 
