@@ -4,9 +4,10 @@ Setup (``SETUP``): scikit-learn's digits, the recipe's split (test 20 %), a
 small convolution-transformer hybrid (dim 32, depth 1, conv stem), plain SGD
 (lr 0.05, batch 32, no momentum, weight decay or clipping: SCAFFOLD's
 option II needs it, and every method gets the same local optimizer), 10
-clients, 30 rounds of 2 local epochs.
+clients, 20 rounds of 5 local epochs (enough local work for client drift to
+show: with 2 local epochs the methods tied within noise here).
 
-- **Equal compute**: centralized training runs 60 epochs (30 rounds x 2)
+- **Equal compute**: centralized training runs 100 epochs (20 rounds x 5)
   over the same training rows with the same optimizer, so every method takes
   the same number of example gradients.
 - **Partitions**: IID and Dirichlet(alpha = 0.1) over labels.
@@ -19,9 +20,9 @@ clients, 30 rounds of 2 local epochs.
   accuracy and epsilon at delta 1e-5 (Flower's RDP accountant, no sampling
   amplification).
 - **Cost**: one 4-client, 3-round run on Flower's Simulation Engine
-  (``glassbox.federated.launch.federate``): wall time and the peak resident
-  memory of all its processes (SuperLink, simulation, Ray workers) sampled
-  every 0.2 s.
+  (``glassbox.federated.launch.federate``): wall time and the peak memory
+  of all its processes (this one, the SuperLink, the simulation, Ray's
+  workers) as summed proportional set size, sampled every 0.2 s.
 
 Everything except the cost run uses ``LocalGrid`` (the same ServerApp logic,
 strategies and ClientApp, called in this process) so 30-odd seeded runs fit
@@ -65,7 +66,7 @@ SETUP = [
     "train.grad_clip=null",
     "train.batch_size=32",
     "federated.clients=10",
-    "federated.local_epochs=2",
+    "federated.local_epochs=5",
 ]
 
 
@@ -124,40 +125,36 @@ def _stats(values: list[float]) -> dict[str, Any]:
     }
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for p in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(stat[1]), []).append(int(p.name))
-            rss[int(p.name)] = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
-    total, todo, seen = 0, [root], set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        total += rss.get(pid, 0)
-        todo.extend(children.get(pid, []))
-    return total
+def _pss(pid: int) -> int:
+    """Proportional set size in bytes: shared pages (torch's libraries in every Ray worker) split
+    among the processes sharing them, so a sum over processes is the memory really in use."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
-def _all_flower_rss() -> int:
-    """Flower detaches its processes (new sessions), so also count every process naming flwr or ray."""
-    total = 0
+def _run_pids() -> set[int]:
+    """This process, its descendants, and every Flower or Ray process (Flower detaches its own)."""
+    parent: dict[int, int] = {}
+    pids = {os.getpid()}
     for p in Path("/proc").glob("[0-9]*"):
         try:
+            parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
             cmd = (p / "cmdline").read_bytes()
-            if b"flwr" in cmd or b"flower" in cmd or b"ray" in cmd:
-                stat = (p / "stat").read_text().rsplit(")", 1)[1].split()
-                total += int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
             continue
-    return total
+        if b"flwr" in cmd or b"flower" in cmd or b"ray" in cmd:
+            pids.add(int(p.name))
+    grew = True
+    while grew:
+        new = {c for c, par in parent.items() if par in pids} - pids
+        pids |= new
+        grew = bool(new)
+    return pids
 
 
 def cost_unit() -> dict[str, Any]:
@@ -169,7 +166,7 @@ def cost_unit() -> dict[str, Any]:
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], _tree_rss(os.getpid()) + _all_flower_rss())
+            peak[0] = max(peak[0], sum(_pss(p) for p in _run_pids()))
             time.sleep(0.2)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -188,29 +185,37 @@ def cost_unit() -> dict[str, Any]:
         "status": status,
         "test_accuracy": acc,
         "wall_s": round(time.perf_counter() - t, 1),
-        "peak_rss_mb": round(peak[0] / 2**20),
+        "peak_pss_mb": round(peak[0] / 2**20),
     }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2])
-    p.add_argument("--rounds", type=int, default=30)
-    p.add_argument("--quick", action="store_true", help="seed 0, 10 rounds, no DP sweep")
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--quick", action="store_true", help="seed 0, 5 rounds, no DP sweep")
     p.add_argument("--skip-cost", action="store_true", help="no Simulation Engine run")
+    p.add_argument("--only-cost", action="store_true", help="only the Simulation Engine run")
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for glassbox bench)")
     args = p.parse_args(argv)
     os.environ.setdefault("GLASSBOX_LEDGER_KEY", str(Path(tempfile.mkdtemp()) / "bench.key"))
     logging.getLogger("flwr").setLevel(logging.WARNING)
     torch.set_num_threads(1)
     if args.quick:
-        args.seeds, args.rounds = [0], 10
-    epochs = 2 * args.rounds
+        args.seeds, args.rounds = [0], 5
+    epochs = 5 * args.rounds
     results: dict[str, Any] = {"partitions": {}}
     partitions = {
         "iid": ["federated.partition.scheme=iid"],
         "dirichlet_0.1": ["federated.partition.scheme=dirichlet", "federated.partition.alpha=0.1"],
     }
+    if args.only_cost:
+        return {
+            "benchmark": "federated",
+            "date": datetime.date.today().isoformat(),
+            "commit": commit(),
+            "results": {"cost": cost_unit()},
+        }
     central = [centralized_unit(s, epochs) for s in args.seeds]
     print(f"[federated] centralized: {[u['test_accuracy'] for u in central]}", file=sys.stderr)
     results["centralized"] = _stats([u["test_accuracy"] for u in central])

@@ -216,3 +216,23 @@ def test_scaffold_client_keeps_its_control_variate_only_when_the_server_used_its
     serve(grid, recipe, run.path)
     kept = {ctx.node_config["partition-id"]: C_I in ctx.state for ctx in grid.contexts.values()}
     assert kept == {0: True, 1: False, 2: True}  # client 1's NaN updates were dropped every round
+
+
+def test_federate_cli_refuses_bad_recipes_with_one_line_and_no_folder(tmp_path, capsys):
+    from glassbox.cli.main import main
+
+    out = str(tmp_path / "runs")
+    assert main(["federate", "digits", "--out", out]) == 2
+    assert "no federated: section" in capsys.readouterr().err
+    assert main(["federate", "federated", "--set", "train.optimizer=adamw", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "SCAFFOLD needs plain SGD" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.slow
+def test_shipped_federated_recipe_learns(tmp_path):
+    from glassbox.cli.common import shipped_recipes
+
+    run = run_local(load_recipe(shipped_recipes()["federated"], ["report.enabled=false"]), tmp_path)
+    assert run.meta()["results"]["test_accuracy"] > 0.85

@@ -16,7 +16,7 @@ run of the same recipe is.
 >>> r = load_recipe(None, ["data.source=iris", "federated.clients=3", "federated.partition.scheme=iid"])
 >>> data = load_data(r)
 >>> [len(client_data(r, data, k)[0]) for k in range(3)]
-[28, 28, 28]
+[26, 26, 26]
 """
 
 from __future__ import annotations
