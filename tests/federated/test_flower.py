@@ -236,3 +236,11 @@ def test_shipped_federated_recipe_learns(tmp_path):
 
     run = run_local(load_recipe(shipped_recipes()["federated"], ["report.enabled=false"]), tmp_path)
     assert run.meta()["results"]["test_accuracy"] > 0.85
+
+
+def test_central_dp_with_a_dropped_client_releases_nothing_and_says_why(tmp_path):
+    over = [*SMALL, "federated.privacy.mode=central", "federated.faults.nan=[0]", "federated.rounds=1"]
+    run = run_local(load_recipe(None, over), tmp_path)
+    summary = json.loads((run.path / "federated.json").read_text())
+    assert "central DP" in summary["kept_previous"]["1"]
+    assert summary["epsilon"] == 0.0

@@ -229,7 +229,12 @@ class Guarded(Strategy):
             )
         else:
             arrays, metrics = self.inner.aggregate_train(server_round, accepted)
-            if arrays is None:
+            if arrays is None and dropped and self.epsilon() is not None:
+                record["kept_previous"] = (
+                    f"central DP: Flower's accountant needs every sampled client's update and {len(dropped)}"
+                    " were dropped, so nothing was released this round (and no epsilon spent)"
+                )
+            elif arrays is None:
                 record["kept_previous"] = "the strategy aggregated nothing (see the Flower log)"
         if arrays is not None:
             # Keep the global model's dtypes: FedAdam's numpy arithmetic returns float64, which
