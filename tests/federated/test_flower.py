@@ -244,3 +244,39 @@ def test_central_dp_with_a_dropped_client_releases_nothing_and_says_why(tmp_path
     summary = json.loads((run.path / "federated.json").read_text())
     assert "central DP" in summary["kept_previous"]["1"]
     assert summary["epsilon"] == 0.0
+
+
+def test_a_client_that_never_answers_is_dropped_as_timed_out(tmp_path):
+    from glassbox.federated.client_app import app as client_app
+    from glassbox.federated.launch import create_run
+    from glassbox.federated.local import LocalGrid, run_config
+    from glassbox.federated.server import serve
+
+    class Silent(LocalGrid):  # node 2 never replies to training, as if past the round's timeout
+        def pull_messages(self, message_ids):
+            got = list(super().pull_messages(message_ids))
+            return [
+                m for m in got if not (m.metadata.src_node_id == 2 and m.metadata.message_type == "train")
+            ]
+
+    recipe = load_recipe(None, [*SMALL, "federated.rounds=1"])
+    run = create_run(recipe, tmp_path)
+    serve(Silent(client_app, 3, run_config(recipe, run.path)), recipe, run.path)
+    summary = json.loads((run.path / "federated.json").read_text())
+    assert [d["reason"] for d in summary["dropped"]] == ["no reply within the round's timeout"]
+    assert summary["per_round"][0]["accepted"] == 2
+
+
+def test_krum_leaves_out_a_client_that_scales_its_update(tmp_path):
+    over = [*SMALL, "federated.clients=5", "federated.partition.min_size=5", "federated.strategy=multikrum"]
+    over += ["federated.byzantine=1", "federated.faults.scale=[3]", "federated.rounds=1"]
+    run = run_local(load_recipe(None, over), tmp_path)
+    good = run_local(load_recipe(None, [o for o in over if "faults" not in o]), tmp_path / "clean")
+    # MultiKrum (f = 1) keeps 4 of the 5 updates and should leave out the x100 one: its model stays
+    # near the clean run's, while FedAvg, which averages the x100 update in, is dragged far away.
+    fedavg = run_local(load_recipe(None, [*over, "federated.strategy=fedavg"]), tmp_path / "avg")
+    dist = {}
+    for name, r in {"multikrum": run, "fedavg": fedavg}.items():
+        a, b = load_model(r.path).state_dict(), load_model(good.path).state_dict()
+        dist[name] = sum(float((a[k] - b[k]).norm()) for k in a)
+    assert dist["multikrum"] < dist["fedavg"] / 10
