@@ -280,3 +280,10 @@ def test_krum_leaves_out_a_client_that_scales_its_update(tmp_path):
         a, b = load_model(r.path).state_dict(), load_model(good.path).state_dict()
         dist[name] = sum(float((a[k] - b[k]).norm()) for k in a)
     assert dist["multikrum"] < dist["fedavg"] / 10
+
+
+def test_model_card_says_the_model_was_trained_federated(tmp_path):
+    run = run_local(load_recipe(None, [o for o in SMALL if o != "report.enabled=false"]), tmp_path)
+    card = json.loads((run.path / "model_card.json").read_text())
+    assert card["limitations"][0].startswith("Trained federated (fedavg, 3 clients, 2 rounds)")
+    assert "without differential privacy" in card["limitations"][0]

@@ -78,7 +78,7 @@ def model_card(
             "public_key_pem": ledger.get("public_key_pem"),
             "check": "glassbox verify RUN (exit 0: every file, entry and signature holds)",
         },
-        "limitations": _limitations(report, splits, recipe, explanations, audit),
+        "limitations": _limitations(report, splits, recipe, explanations, audit, meta.get("federated")),
     }
     if audit is not None:
         card["metrics"]["by_group"] = {"sensitive": audit.get("sensitive"), "groups": audit.get("by_group")}
@@ -100,8 +100,21 @@ def _limitations(
     recipe: dict[str, Any],
     explanations: dict[str, Any] | None,
     audit: dict[str, Any] | None,
+    federated: dict[str, Any] | None = None,
 ) -> list[str]:
     out = []
+    if isinstance(federated, dict):
+        eps = federated.get("epsilon")
+        privacy = (
+            f"with differential privacy at epsilon {eps:.3g}, delta {federated.get('delta'):g}"
+            if eps is not None
+            else "without differential privacy, so an update can reveal rows of the client that sent it"
+        )
+        out.append(
+            f"Trained federated ({federated.get('strategy')}, {federated.get('clients')} clients,"
+            f" {federated.get('rounds')} rounds): no training row left its client, but the server saw every"
+            f" client's model updates and input statistics (count, mean, std), {privacy}."
+        )
     n_test = splits.get("test")
     if n_test is not None:
         coarse = f"; one row is {100 / n_test:.2f} points of accuracy" if n_test < SMALL_TEST else ""

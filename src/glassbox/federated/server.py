@@ -184,7 +184,10 @@ def finish(
         ],
     }
     run.write_json(FEDERATED, summary, kind="federated-round")
-    run.update_meta(results={f"test_{k}": v for k, v in test.items()}, federated=True)
+    keys = ("strategy", "clients", "rounds", "epsilon", "delta")
+    run.update_meta(
+        results={f"test_{k}": v for k, v in test.items()}, federated={k: summary[k] for k in keys}
+    )
     if recipe.report.enabled:
         from glassbox.report.federated import write_federated_report
 
