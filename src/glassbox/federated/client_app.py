@@ -76,9 +76,7 @@ def train(msg: Message, context: Context) -> Message:
         scaffold_c_i=c_i,
         privacy_history=history,
     )
-    state = task.apply_fault(recipe, pid, result.state)
-    if pid in task.fed(recipe).faults.scale:
-        state = task.scaled_update(global_state, state)
+    state = task.apply_fault(recipe, pid, result.state, global_state)
     if result.c_i is not None and result.delta_c is not None:
         context.state[C_I_PENDING] = task.to_arrays(result.c_i)
         context.state[PENDING_ROUND] = ConfigRecord({"round": int(config.get("server-round", 0))})

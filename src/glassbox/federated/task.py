@@ -289,7 +289,7 @@ def evaluate_state(model: torch.nn.Module, state: State, data: Dataset) -> dict[
 # -- fault drills --------------------------------------------------------------------------------
 
 
-def apply_fault(recipe: Recipe, pid: int, state: State) -> State:
+def apply_fault(recipe: Recipe, pid: int, state: State, global_state: State) -> State:
     """What a misbehaving client (``federated.faults``) sends instead of its real update."""
     faults = fed(recipe).faults
     if pid in faults.fail:
@@ -300,12 +300,8 @@ def apply_fault(recipe: Recipe, pid: int, state: State) -> State:
         first = next(iter(state))
         return {**state, first: torch.zeros(*state[first].shape, 2)}
     if pid in faults.scale:
-        return state  # scaled by the caller, who knows the global model
+        return {k: global_state[k] + 100.0 * (v - global_state[k]) for k, v in state.items()}
     return state
-
-
-def scaled_update(global_state: State, state: State, factor: float = 100.0) -> State:
-    return {k: global_state[k] + factor * (v - global_state[k]) for k, v in state.items()}
 
 
 # -- exchange with Flower ------------------------------------------------------------------------
