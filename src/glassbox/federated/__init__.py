@@ -1,6 +1,16 @@
-"""Federated learning: pure torch logic (algorithms, update checks) that glassbox's Flower apps call.
+"""Federated learning on Flower: glassbox's Flower App and the pure logic under it.
 
-Nothing in this package imports Flower, so it is tested, and usable, without it.
+- ``algorithms``, ``updates``: SCAFFOLD, FedProx's client term, robust-aggregation
+  references, update checks and digests; pure torch, no Flower.
+- ``task``: the App's logic (client data, local training, evaluation, exchange).
+- ``client_app``, ``server_app``: thin Message-API wiring; ``server.serve`` is
+  the server's side over any Grid; ``strategies``: Flower's strategies, SCAFFOLD
+  and the guard; ``privacy``: local DP-SGD with Opacus.
+- ``launch``: ``glassbox federate`` on Flower's Simulation or Deployment Engine;
+  ``local``: an in-process Grid for tests and benchmarks.
+
+Importing this package imports no Flower; the App modules need the
+``federated`` extra (``pip install -c constraints.txt -e '.[federated]'``).
 """
 
 from glassbox.federated.algorithms import (
