@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import logging
 import os
 import platform
 import statistics
@@ -203,7 +202,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", action="store_true", help="(always JSON; accepted for glassbox bench)")
     args = p.parse_args(argv)
     os.environ.setdefault("GLASSBOX_LEDGER_KEY", str(Path(tempfile.mkdtemp()) / "bench.key"))
-    logging.getLogger("flwr").setLevel(logging.WARNING)
     torch.set_num_threads(1)
     if args.quick:
         args.seeds, args.rounds = [0], 5

@@ -103,8 +103,15 @@ def run_config(recipe: Recipe, run_dir: str | Path) -> dict[str, Any]:
     return {"run-dir": str(Path(run_dir).resolve()), "recipe": render(recipe)}
 
 
-def run_local(recipe: Recipe, out: str | Path = "runs") -> Any:
-    """The recipe's federation, in this process, into a new run folder under ``out``."""
+def run_local(recipe: Recipe, out: str | Path = "runs", *, quiet: bool = True) -> Any:
+    """The recipe's federation, in this process, into a new run folder under ``out``.
+
+    ``quiet``: Flower's per-round INFO lines stay off the console (warnings still show).
+    """
+    import logging
+
+    from flwr.common.logger import console_handler
+
     from glassbox.federated import task
     from glassbox.federated.client_app import app as client_app
     from glassbox.federated.launch import create_run
@@ -112,8 +119,13 @@ def run_local(recipe: Recipe, out: str | Path = "runs") -> Any:
     from glassbox.run import Run
 
     run = create_run(recipe, out)
-    grid = LocalGrid(
-        client_app, task.client_count(recipe, task.load_data(recipe)), run_config(recipe, run.path)
-    )
-    serve(grid, recipe, run.path)
+    n = task.client_count(recipe, task.load_data(recipe))
+    grid = LocalGrid(client_app, n, run_config(recipe, run.path))
+    level = console_handler.level
+    if quiet:
+        console_handler.setLevel(logging.WARNING)
+    try:
+        serve(grid, recipe, run.path)
+    finally:
+        console_handler.setLevel(level)
     return Run(run.path)
