@@ -101,12 +101,17 @@ def serve(grid: Any, recipe: Recipe, run_dir: str | Path) -> dict[str, Any]:
 
 
 def _serve(grid: Any, recipe: Recipe, run: Any) -> dict[str, Any]:
+    import random
+
     from flwr.app import ConfigRecord, MetricRecord
     from flwr.common.logger import log
 
     from glassbox.federated.strategies import build_strategy
 
     cfg = task.fed(recipe)
+    random.seed(
+        recipe.seed
+    )  # Flower's node sampling draws from Python's random: the same clients every rerun
     started = time.monotonic()
     torch.set_num_threads(1)  # the clients share the machine's cores; one thread each is the fair split
     data = task.load_data(recipe)

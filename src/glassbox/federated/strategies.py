@@ -200,7 +200,7 @@ class Guarded(Strategy):
             if reason is not None:
                 dropped.append({"node": node, "partition": pid, "reason": reason})
                 continue
-            accepted.append(msg)
+            accepted.append((pid, node, msg))
             rows.append(
                 {
                     "node": node,
@@ -213,7 +213,10 @@ class Guarded(Strategy):
         for node in self._sent:
             if node not in seen:
                 dropped.append({"node": node, "reason": "no reply within the round's timeout"})
-        return accepted, rows, dropped
+        # Replies arrive in any order (Flower samples nodes at random); aggregate in partition
+        # order so the float sums, and so the run, are the same every time.
+        order = sorted(range(len(accepted)), key=lambda i: accepted[i][:2])
+        return [accepted[i][2] for i in order], [rows[i] for i in order], dropped
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
