@@ -137,6 +137,28 @@ def _print_valuation(res: dict[str, Any]) -> None:
         print(f"  {'met' if ok else 'NOT met'}: {target}")
 
 
+def _print_federated(res: dict[str, Any]) -> None:
+    r, s = res["results"], res["settings"]
+    pct = lambda d: f"{100 * d['mean']:.1f} ± {100 * d['std']:.1f}"  # noqa: E731
+    print(f"federated, digits, 10 clients, {s['rounds']} rounds, seeds {s['seeds']}, test accuracy %")
+    print(f"{'centralized':<28}{pct(r['centralized']):>14}")
+    for part, methods in r["partitions"].items():
+        for m, d in methods.items():
+            worst = 100 * d["client_accuracy_worst"]["mean"]
+            print(f"{part + ' ' + m:<28}{pct(d['test_accuracy']):>14}   worst client {worst:.1f}")
+    for kind, d in r["faults_3_of_10"].items():
+        drop = d["drop_vs_clean_points"]
+        below = f"{drop['mean']:.2f} points below clean"
+        print(f"{'3/10 clients ' + kind:<28}{pct(d['test_accuracy']):>14}   {below}")
+    for u in r.get("central_dp", []):
+        label = f"central DP sigma {u['noise_multiplier']}"
+        print(f"{label:<28}{100 * u['test_accuracy']:>14.1f}   epsilon {u['epsilon']:.1f}")
+    if "cost" in r:
+        c = r["cost"]
+        runs = f"{c['clients']} clients x {c['rounds']} rounds"
+        print(f"Simulation Engine {runs}: {c['wall_s']} s, {c['peak_pss_mb']} MB")
+
+
 def _print_generic(res: dict[str, Any]) -> None:
     # Benchmarks written elsewhere (merging) shape their results freely: lists
     # of flat records become tables, everything else a key: value line.
@@ -156,7 +178,7 @@ def bench(
         str,
         typer.Argument(
             metavar="NAME",
-            help="attention, mqar, merging, valuation, explain, fairness or ledger.",
+            help="attention, mqar, merging, valuation, explain, fairness, ledger or federated.",
             show_default=False,
         ),
     ],
@@ -190,6 +212,8 @@ def bench(
         _print_mqar(res)
     elif name == "valuation":
         _print_valuation(res)
+    elif name == "federated" and "partitions" in res["results"]:
+        _print_federated(res)
     else:
         _print_generic(res)
 
@@ -197,6 +221,6 @@ def bench(
 def register(app: typer.Typer) -> None:
     app.command(
         "bench",
-        short_help="Run a benchmark (attention, mqar, merging, valuation, explain, fairness, ledger).",
+        short_help="Run a benchmark (attention, mqar, merging, valuation, explain, fairness, ledger, ...).",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(bench)
