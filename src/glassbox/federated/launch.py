@@ -241,32 +241,6 @@ def _wait_http(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60
     raise RuntimeError(f"flower-superlink did not answer within {timeout:.0f} s; see {log}")
 
 
-def stop_group(proc: subprocess.Popen | None, grace: float = 10.0) -> None:
-    """Stop a process started with start_new_session, and everything it started (Ray included)."""
-    if proc is None or (proc.poll() is not None and not _group_alive(proc.pid)):
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if proc.poll() is not None and not _group_alive(proc.pid):
-                return
-            time.sleep(0.2)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
 def _flwr_run(
     app: Path, connection: str, overrides: Path, env: dict[str, str], log: Path, timeout: float
 ) -> int:
@@ -278,7 +252,8 @@ def _flwr_run(
         except subprocess.TimeoutExpired:
             return 124
         finally:
-            stop_group(proc)
+            if proc.poll() is None:  # timed out; what it started carries FLWR_HOME and is stopped after
+                kill_all([proc.pid])
 
 
 def _toml_str(s: str) -> str:
@@ -344,7 +319,7 @@ def federate(
             overrides.write_text("".join(f"{k} = {_toml_str(v)}\n" for k, v in rc.items()))
             code = _flwr_run(app, "glassbox", overrides, env, log, limit)
         finally:
-            stop_group(superlink_proc)
+            # Everything started for this run, the SuperLink included, carries its FLWR_HOME.
             left = kill_all(flower_processes(home, address if engine == "simulation" else None))
             if left:
                 print(f"warning: Flower processes {left} would not stop; kill them by hand", file=sys.stderr)
