@@ -11,7 +11,19 @@ import sys
 
 import typer
 
-from glassbox.cli import audit, bench, datasets, demo, explain, federate, render_config, train, verify
+from glassbox.cli import (
+    audit,
+    bench,
+    datasets,
+    demo,
+    explain,
+    export,
+    federate,
+    render_config,
+    serve,
+    train,
+    verify,
+)
 from glassbox.errors import UserError
 
 app = typer.Typer(
@@ -23,7 +35,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for module in (demo, train, federate, render_config, datasets, explain, audit, verify, bench):
+for module in (demo, train, federate, render_config, datasets, explain, audit, export, serve, verify, bench):
     module.register(app)
 
 

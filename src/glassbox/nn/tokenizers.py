@@ -78,7 +78,7 @@ class TabularTokenizer(Tokenizer):
             )
         z = (x - self.mean) / self.std  # (B, F)
         tokens = z[..., None] * self.weight + self.bias  # (B, F, dim)
-        return torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1)  # (B, 1 + F, dim)
+        return torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)  # (B, 1 + F, dim)
 
 
 class ImageTokenizer(Tokenizer):
@@ -138,7 +138,7 @@ class ImageTokenizer(Tokenizer):
             )
         z = self.stem((x - self.mean) / self.std)  # (B, C', H, W)
         tokens = self.patchify(z).flatten(2).transpose(1, 2)  # (B, P, dim)
-        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1)  # (B, 1 + P, dim)
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)  # (B, 1 + P, dim)
         return tokens + self.pos
 
 
@@ -167,7 +167,7 @@ class TextTokenizer(Tokenizer):
         positions = torch.arange(offset, offset + T, device=x.device)  # (T,)
         # Positions indexed per row, not broadcast: the table then gets each
         # example's own gradient, which per-example tools (valuation, DP) read.
-        return self.embed(x) + self.pos(positions.expand(len(x), T))  # (B, T, dim)
+        return self.embed(x) + self.pos(positions.expand(x.shape[0], T))  # (B, T, dim)
 
 
 @TOKENIZERS.register("tabular")

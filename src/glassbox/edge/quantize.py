@@ -1,0 +1,121 @@
+"""int8 ONNX models by ONNX Runtime's tools: dynamic for transformers, static QDQ for conv stems.
+
+Which one, and why:
+
+- **dynamic** (``quantize_dynamic``): weights of MatMul and Gemm become int8,
+  one scale per output channel; activations are quantized on the fly per
+  call, so no calibration data is needed and nothing about the input
+  distribution is frozen into the model. Right for the transformer's linear
+  layers, where the weights dominate the bytes and the time.
+- **static QDQ** (``quantize_static``): for a convolutional stem the
+  convolutions' activations need fixed scales, found by running a
+  calibration reader over training rows; QuantizeLinear/DequantizeLinear
+  pairs around Conv, MatMul and Gemm let ORT fuse them into integer kernels.
+  Other op types stay float: quantizing LayerNorm, Softmax or GELU costs
+  accuracy for no size gain.
+
+Both leave the tokenizer's feature embeddings (a Mul, not a MatMul) and the
+norms in float32, which is why a very small model shrinks less than 4x: its
+graph and those float tensors are a fixed part of the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from glassbox.nn.models import Transformer
+
+DYNAMIC_OPS = ["MatMul", "Gemm"]
+STATIC_OPS = ["Conv", "MatMul", "Gemm"]
+CALIBRATION_BATCH = 32
+
+
+def quantization_method(model: Transformer) -> str:
+    """``static`` for an image model with a convolutional stem, else ``dynamic``."""
+    spec = model.spec_
+    return "static" if spec.get("kind") == "image" and spec["model"].get("conv_stem") else "dynamic"
+
+
+def quantize(
+    src: str | Path, dst: str | Path, *, method: str = "dynamic", calibration: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Write the int8 version of the ONNX model ``src`` to ``dst``; returns what was done.
+
+    ``calibration``: float32 input rows for the static method's activation ranges.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    src, dst = Path(src), Path(dst)
+    # ORT logs a suggestion to pre-process on the root logger at WARNING; the
+    # graph is already shape-inferred by the exporter, so it is noise here.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        if method == "dynamic":
+            quantize_dynamic(
+                src, dst, per_channel=True, op_types_to_quantize=DYNAMIC_OPS, weight_type=QuantType.QInt8
+            )
+            ops = DYNAMIC_OPS
+        elif method == "static":
+            if calibration is None or len(calibration) == 0:
+                raise ValueError("static quantization needs calibration rows")
+            quantize_static(
+                src,
+                dst,
+                _Reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                op_types_to_quantize=STATIC_OPS,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+            )
+            ops = STATIC_OPS
+        else:
+            raise ValueError(f"unknown quantization method {method!r}: dynamic or static")
+    finally:
+        root.setLevel(level)
+    return {
+        "method": method,
+        "op_types": ops,
+        "per_channel": True,
+        "weights": "int8",
+        "activations": "int8, per call" if method == "dynamic" else "int8, calibrated",
+        "calibration_rows": None if calibration is None or method == "dynamic" else len(calibration),
+        "quantized_nodes": _count_quantized(dst),
+    }
+
+
+def _count_quantized(path: Path) -> int:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    integer = {"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeMatMul"}
+    return sum(n.op_type in integer or n.op_type == "DequantizeLinear" for n in m.graph.node)
+
+
+class _Reader:
+    """ORT's calibration reader protocol: ``get_next()`` gives one feed dict, then None."""
+
+    def __init__(self, rows: np.ndarray, batch: int = CALIBRATION_BATCH) -> None:
+        self.rows = np.ascontiguousarray(rows, dtype=np.float32)
+        self.batch = batch
+        self._it = self._batches()
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        from glassbox.edge.export import INPUT
+
+        for i in range(0, len(self.rows), self.batch):
+            yield {INPUT: self.rows[i : i + self.batch]}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = self._batches()
