@@ -235,6 +235,11 @@ def write_run_report(
         from glassbox.report.audit import audit_section
 
         sections.append(audit_section(audit))
+    export = _read_json(run, "export/export.json")
+    if export is not None:
+        from glassbox.report.edge import edge_section
+
+        sections.append(edge_section(export, _read_json(run, "export/report.json")))
     if extra_sections is None and run.meta().get("kind") == "federated":
         # A federated run's own sections, also when explain or audit rebuild its report later.
         from glassbox.report.federated import federated_sections

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "federated": "federated.py",
     "ledger": "ledger.py",
     "mqar": "mqar.py",
+    "serve": "serve_load.py",
     "merging": "token_merging.py",
     "valuation": "valuation.py",
 }
@@ -173,12 +174,29 @@ def _print_generic(res: dict[str, Any]) -> None:
             print(f"{key}: {value}")
 
 
+def _bench_export(args: list[str], quick: bool, as_json: bool) -> None:
+    # Not a file in benchmarks/: it measures a user's run and writes into it.
+    from glassbox.edge.latency import bench_export, summary_lines
+    from glassbox.errors import UserError
+
+    if len(args) != 1 or args[0].startswith("-"):
+        raise UserError("give one exported run folder: glassbox bench export runs/<time>-<name>")
+    result = bench_export(args[0], quick=quick, progress=not as_json)
+    if as_json:
+        print_json(result)
+        return
+    for line in summary_lines(result):
+        print(line)
+    print(f"written: {args[0].rstrip('/')}/export/report.json (and the report's Edge section)")
+
+
 def bench(
     name: Annotated[
         str,
         typer.Argument(
             metavar="NAME",
-            help="attention, mqar, merging, valuation, explain, fairness, ledger or federated.",
+            help="attention, mqar, merging, valuation, explain, fairness, ledger, federated, serve,"
+            " or export RUN.",
             show_default=False,
         ),
     ],
@@ -200,7 +218,14 @@ def bench(
     recall accuracy per kind), merging (token merging) or valuation (in-run
     data valuation: overhead, mislabel AUROC, cleaning). Options after --
     go to the benchmark itself: glassbox bench attention -- --lengths 256,1024
+
+    glassbox bench export RUN times an exported run (PyTorch eager, ONNX
+    float, ONNX int8; batch 1 and 32; one thread and all) into
+    RUN/export/report.json and its report.
     """
+    if name == "export":
+        _bench_export(extra or [], quick, as_json)
+        return
     module = load_benchmark(name)
     argv = [*(["--quick"] if quick else []), *(extra or [])]
     res = module.main(argv)

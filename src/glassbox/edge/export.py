@@ -192,8 +192,13 @@ def model_files(path: str | Path) -> dict[str, int]:
 
 
 # -- running it -----------------------------------------------------------------------------
-def session(path: str | Path, threads: int = 1) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime CPU session with ``threads`` intra-op threads (0: as many as ORT likes)."""
+def session(path: str | Path, threads: int = 1, *, spin: bool = True) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (0: as many as ORT likes).
+
+    ``spin=False`` stops ORT's worker threads from busy-waiting between calls:
+    needed when anything else computes in the same process (timing beside
+    PyTorch), where spinning threads take the cores the other one needs.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -201,6 +206,8 @@ def session(path: str | Path, threads: int = 1) -> onnxruntime.InferenceSession:
     options.inter_op_num_threads = 1  # one graph, one request at a time: parallelism inside ops only
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: the CPU provider's notes are not the user's problem
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
