@@ -119,6 +119,18 @@ def case_bad_set(tmp_path):
     return ["render-config", "healthcare", "--set", "model.depth=deep"], "model.depth"
 
 
+def case_export_not_a_run(tmp_path):
+    return ["export", str(tmp_path)], "not a glassbox run folder"
+
+
+def case_serve_not_exported(tmp_path):
+    return ["serve", str(tmp_path), "--port", "0"], "not a TCP port"
+
+
+def case_bench_export_no_run(tmp_path):
+    return ["bench", "export"], "give one exported run folder"
+
+
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 
 

@@ -11,7 +11,19 @@ import yaml
 
 from glassbox.cli.main import app, main
 
-VERBS = ["demo", "train", "federate", "render-config", "datasets", "bench", "verify", "explain", "audit"]
+VERBS = [
+    "demo",
+    "train",
+    "federate",
+    "render-config",
+    "datasets",
+    "bench",
+    "verify",
+    "explain",
+    "audit",
+    "export",
+    "serve",
+]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -29,6 +29,8 @@ folder as it was.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import shutil
@@ -115,18 +117,24 @@ def export_onnx(model: Transformer, path: str | Path, *, opset: int | None = Non
     model.eval()
     options: dict[str, Any] = {} if opset is None else {"opset_version": opset}
     try:
-        with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript"):
+        # On failure the exporter prints whole FX graphs; the first line of its error is what helps.
+        noise = io.StringIO()
+        with warnings.catch_warnings(), _quiet("torch.onnx", "onnxscript", "torch.export"):
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                model,
-                (example_input(model),),
-                dynamo=True,
-                input_names=[INPUT],
-                output_names=[OUTPUT],
-                dynamic_shapes=({0: Dim("batch")},),
-                verbose=False,
-                **options,
-            )
+            stack = contextlib.ExitStack()
+            stack.enter_context(contextlib.redirect_stdout(noise))
+            stack.enter_context(contextlib.redirect_stderr(noise))
+            with stack:
+                program = torch.onnx.export(
+                    model,
+                    (example_input(model),),
+                    dynamo=True,
+                    input_names=[INPUT],
+                    output_names=[OUTPUT],
+                    dynamic_shapes=({0: Dim("batch")},),
+                    verbose=False,
+                    **options,
+                )
     except Exception as err:  # the exporter's own errors name the op it could not convert
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(

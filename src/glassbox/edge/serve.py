@@ -76,12 +76,15 @@ def parse_body(body: bytes) -> Any:
     if not body.strip():
         raise BadRequest(400, 'empty body; send JSON such as {"rows": [{"feature": 1.0}]}')
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        # Decode first: json.loads on bytes guesses UTF-16 and UTF-32 from the first bytes.
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "body is not UTF-8 text; send JSON") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
         where = f"line {err.lineno} column {err.colno}"
         raise BadRequest(400, f"body is not valid JSON: {err.msg} at {where}") from None
-    except UnicodeDecodeError:
-        raise BadRequest(400, "body is not UTF-8 text; send JSON") from None
 
 
 def _number(value: Any, where: str) -> float:

@@ -179,6 +179,16 @@ def _delta_rule(
         S = S.to(dtype)
     if T == 1 and S is not None:
         out, S = _step(q, k, v, beta, S)
+    elif torch.compiler.is_exporting():
+        # ONNX has no triangular solve (the chunked WY form needs one): export
+        # traces the recurrence step by step over the encoder's fixed length.
+        if S is None:
+            S = q.new_zeros(q.shape[0], q.shape[1], q.shape[-1], v.shape[-1])  # (B, H, Dk, Dv)
+        outs = []
+        for t in range(T):
+            o, S = _step(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], beta[:, :, t : t + 1], S)
+            outs.append(o)
+        out = torch.cat(outs, dim=2)  # (B, H, T, Dv)
     else:
         out, S = _chunked(q, k, v, beta, S, chunk_size)
     return out.transpose(1, 2).to(out_dtype), S  # (B, T, H, Dv)
@@ -263,7 +273,7 @@ def deltanet_attention(
             chunk_size,
             want_state=False,
         )
-        fwd, bwd = both.chunk(2)
+        fwd, bwd = both.unflatten(0, (2, -1)).unbind(0)  # not chunk(2): it pins a symbolic batch in export
         return (fwd + bwd.flip(1)) / 2, None
     out, S = _delta_rule(q, k, v, beta, (state or {}).get("S"), chunk_size, want_state=state is not None)
     return out, (None if state is None else {"S": S})

@@ -228,8 +228,30 @@ def _gla(
     q = q * scale
     if S is not None:
         S = S.to(dtype)
-    out, S = _step(q, k, v, g, S) if T == 1 else _chunked(q, k, v, g, S, chunk_size)
+    if T == 1:
+        out, S = _step(q, k, v, g, S)
+    elif torch.compiler.is_exporting():
+        out, S = _recurrent(q, k, v, g, S)
+    else:
+        out, S = _chunked(q, k, v, g, S, chunk_size)
     return out.to(out_dtype), S
+
+
+def _recurrent(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, S: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence step by step over (B, T, H, D): what ONNX export traces instead of ``_chunked``.
+
+    The chunked form redoes strongly decaying chunks on a branch that depends
+    on the data, which torch.export cannot trace; unrolled over the (fixed)
+    length of an encoder's sequence, the steps are plain tensor ops.
+    """
+    outs = []
+    for t in range(q.shape[1]):
+        o, S = _step(q[:, t : t + 1], k[:, t : t + 1], v[:, t : t + 1], g[:, t : t + 1], S)
+        outs.append(o)
+    assert S is not None
+    return torch.cat(outs, dim=1), S  # (B, T, H, Dv)
 
 
 class GLAGates(nn.Module):
@@ -321,7 +343,7 @@ def gla_attention(
             scale,
             want_state=False,
         )
-        fwd, bwd = both.chunk(2)
+        fwd, bwd = both.unflatten(0, (2, -1)).unbind(0)  # not chunk(2): it pins a symbolic batch in export
         return (fwd + bwd.flip(1)) / 2, None
     out, S = _gla(q, k, v, g, (state or {}).get("S"), chunk_size, scale, want_state=state is not None)
     return out, (None if state is None else {"S": S})
