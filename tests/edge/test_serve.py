@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -153,6 +154,12 @@ def test_real_server_keeps_serving_and_shuts_down_gracefully(exported: Path, row
         assert post(body)[0] == status
     assert post(good)[0] == 200  # the same keep-alive connection, after every bad request
     conn.close()
+    # The README's client, pointed at this port, gets the answer it promises.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    client_code = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "/predict" in b)
+    scope: dict = {}
+    exec(compile(client_code.replace(":8000/", f":{port}/"), "README.md", "exec"), scope)
+    assert scope["answer"]["predictions"] == ["malignant", "malignant"]
     server.should_exit = True
     thread.join(timeout=10)
     assert not thread.is_alive()

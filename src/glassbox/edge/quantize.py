@@ -81,6 +81,9 @@ def quantize(
             raise ValueError(f"unknown quantization method {method!r}: dynamic or static")
     finally:
         root.setLevel(level)
+    from glassbox.edge.export import slim
+
+    slim(dst)  # the quantizer writes its shape annotations back in
     return {
         "method": method,
         "op_types": ops,
