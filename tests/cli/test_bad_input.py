@@ -123,6 +123,10 @@ def case_export_not_a_run(tmp_path):
     return ["export", str(tmp_path)], "not a glassbox run folder"
 
 
+def case_export_old_opset(tmp_path):
+    return ["export", str(tmp_path), "--opset", "7"], "opset 18 or newer"
+
+
 def case_serve_not_exported(tmp_path):
     return ["serve", str(tmp_path), "--port", "0"], "not a TCP port"
 

@@ -59,6 +59,7 @@ BATCH_CHECKS = (1, 2, 33)  # 33: not a power of two and larger than the example
 FLOAT_ATOL = 1e-3  # float ONNX vs PyTorch logits; kernels differ in summation order, not more
 GATE_POINTS = 1.0  # int8 test accuracy may fall at most this many points below float
 EVAL_CHUNK = 256
+MIN_OPSET = 18  # torch.onnx's dynamo exporter writes nothing older
 
 
 def need_edge() -> None:
@@ -115,6 +116,8 @@ def export_onnx(model: Transformer, path: str | Path, *, opset: int | None = Non
     check_exportable(model)
     path = Path(path)
     model.eval()
+    if opset is not None and opset < MIN_OPSET:
+        raise UserError(f"--opset {opset}: the dynamo exporter writes opset {MIN_OPSET} or newer; choose one")
     options: dict[str, Any] = {} if opset is None else {"opset_version": opset}
     try:
         # On failure the exporter prints whole FX graphs; the first line of its error is what helps.
@@ -152,8 +155,12 @@ def export_onnx(model: Transformer, path: str | Path, *, opset: int | None = Non
             " (a Python int taken from a tensor shape): please report it with the run's model.json"
         )
     m = onnx.load(str(path), load_external_data=False)
-    opset_used = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
-    return {"opset": int(opset_used), "batch_dim": got}
+    opset_used = int(next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")))
+    if opset is not None and opset_used != opset:
+        path.unlink(missing_ok=True)
+        wrote = f"the exporter wrote opset {opset_used} instead"
+        raise UserError(f"--opset {opset}: {wrote}; choose {opset_used}, or leave --opset out")
+    return {"opset": opset_used, "batch_dim": got}
 
 
 def slim(path: str | Path) -> None:
@@ -279,6 +286,8 @@ def export_run(
     (unless ``force``).
     """
     need_edge()
+    if opset is not None and opset < MIN_OPSET:  # before the slow part
+        raise UserError(f"--opset {opset}: the dynamo exporter writes opset {MIN_OPSET} or newer; choose one")
     from glassbox.analysis import open_run, write_run_report
     from glassbox.edge.quantize import quantization_method, quantize
     from glassbox.ledger.chain import file_sha256
