@@ -123,3 +123,9 @@ def test_demo_ends_with_a_verified_ledger_and_a_full_report(tmp_path, capsys) ->
     card = json.loads((run / "model_card.json").read_text())
     assert card["provenance"]["merkle_root"] in html
     assert "integrated_gradients" in card["explanations"]["methods"]
+    # It ends with an int8 export: sizes, latency and the accuracy gate in the report, all in the ledger.
+    edge = out["export"]
+    assert edge["gate"]["passed"] and edge["int8"]["bytes"] < edge["float"]["bytes"]
+    for piece in ("Edge export", "edge-files", "edge-latency-table", "Accuracy gate", "model.int8.onnx"):
+        assert piece in html, piece
+    assert (run / "export" / "report.json").is_file()

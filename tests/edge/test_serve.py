@@ -163,3 +163,24 @@ def test_real_server_keeps_serving_and_shuts_down_gracefully(exported: Path, row
     server.should_exit = True
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_images_are_arrays_of_the_model_shape() -> None:
+    from glassbox.edge.serve import BadRequest, Predictor
+
+    class Echo:  # a session stand-in: logits from the sum of each image
+        def run(self, _names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            s = feed["x"].reshape(len(feed["x"]), -1).sum(1)
+            return [np.stack([-s, s], 1)]
+
+    p = Predictor(Echo(), {"shape": ["batch", 1, 2, 2], "classes": ["dark", "light"]})
+    one = [[[1.0, 2.0], [3.0, 4.0]]]  # (C, H, W): one image on its own
+    assert p.inputs({"inputs": one}).shape == (1, 1, 2, 2)
+    assert p.predict(p.inputs({"inputs": [one, one]}))["predictions"] == ["light", "light"]
+    for bad, phrase in [
+        ({"inputs": [[[1.0, 2.0], [3.0]]]}, "has 1 values, the model reads 2"),
+        ({"rows": [{"a": 1}]}, "reads images"),
+        ({"inputs": [[[1.0, 2.0], [3.0, float("nan")]]]}, "nan"),
+    ]:
+        with pytest.raises(BadRequest, match=phrase):
+            p.inputs(bad)
