@@ -139,7 +139,7 @@ def _latency_table(latency: Mapping[str, Any]) -> str:
 
 
 def latency_plot(latency: Mapping[str, Any]) -> bytes | None:
-    """Grouped bars: p50 per batch size, one bar per variant, at one thread."""
+    """p50 per variant at one thread, a panel per batch size (each on its own scale), values on the bars."""
     from glassbox.report import plots
 
     rows = [r for r in latency["results"] if r["threads"] == 1]
@@ -147,16 +147,17 @@ def latency_plot(latency: Mapping[str, Any]) -> bytes | None:
         return None
     batches = sorted({r["batch"] for r in rows})
     variants = list(dict.fromkeys(r["variant"] for r in rows))
-    fig = plots._figure(5.6, 3.2)
-    ax = fig.add_subplot()
-    width = 0.8 / len(variants)
-    for j, v in enumerate(variants):
-        p50 = {r["batch"]: r["p50_ms"] for r in rows if r["variant"] == v}
-        ys = [p50.get(b, 0.0) for b in batches]
-        xs = [i + (j - (len(variants) - 1) / 2) * width for i in range(len(batches))]
-        ax.bar(xs, ys, width, label=v, color=_VARIANT_COLORS.get(v))
-    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
-    ax.set_ylabel("p50 latency (ms)")
-    plots._tidy(ax)
-    ax.legend(frameon=False)
+    fig = plots._figure(2.9 * len(batches), 3.0)
+    for i, b in enumerate(batches):
+        ax = fig.add_subplot(1, len(batches), i + 1)
+        p50 = {r["variant"]: r["p50_ms"] for r in rows if r["batch"] == b}
+        ys = [p50.get(v, 0.0) for v in variants]
+        bars = ax.bar(range(len(variants)), ys, color=[_VARIANT_COLORS.get(v, "#8c564b") for v in variants])
+        ax.bar_label(bars, labels=[f"{y:.2f}" for y in ys], fontsize=8)
+        ax.set_xticks(range(len(variants)), [v.replace(" ", "\n") for v in variants], fontsize=8)
+        ax.set_title(f"batch {b}")
+        if i == 0:
+            ax.set_ylabel("p50 latency (ms)")
+        ax.margins(y=0.15)
+        plots._tidy(ax)
     return plots._png(fig)
