@@ -1,0 +1,1 @@
+"""Generation from glassbox language models: speculative decoding and speculative cascades."""
