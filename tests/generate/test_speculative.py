@@ -1,4 +1,4 @@
-"""Speculative decoding is exact: greedy token for token, sampling in distribution (checked by enumeration)."""
+"""Speculative decoding is exact: greedy token for token, sampling in distribution (by enumeration)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class ToyLM(nn.Module):
 @pytest.mark.parametrize("kind", [k for k in KINDS.names() if k != "auto"])
 def test_greedy_is_the_targets_greedy_for_every_kind(kind: str) -> None:
     target = _lm(kind, 32, 2, seed=0)
-    drafts = {"random draft": _lm("softmax", 16, 1, seed=1), "itself": target, "lookup": sp.PromptLookupDrafter()}
+    drafts = {"random": _lm("softmax", 16, 1, seed=1), "itself": target, "lookup": sp.PromptLookupDrafter()}
     for B, seed in ((1, 0), (1, 1), (4, 2)):
         prompt = _prompts(B, 5 + seed, seed)
         want = target.generate(prompt, 20, temperature=0)
@@ -73,7 +73,7 @@ def test_plain_modules_and_a_repetitive_prompt_with_prompt_lookup() -> None:
             seq = torch.cat([seq, target(seq)[:, -1].argmax(-1, keepdim=True)], 1)
         return seq
 
-    got, stats = sp.speculative_generate(target, sp.PromptLookupDrafter(), prompt, max_new_tokens=15, gamma=3)
+    got, _ = sp.speculative_generate(target, sp.PromptLookupDrafter(), prompt, max_new_tokens=15, gamma=3)
     assert torch.equal(got, plain_greedy(15))
     got, _ = sp.speculative_generate(target, ToyLM(7, seed=4), prompt, max_new_tokens=15, gamma=2)
     assert torch.equal(got, plain_greedy(15))
@@ -104,7 +104,9 @@ def _empirical(target: nn.Module, draft: object, prompt: list[int], gamma: int, 
     ids = torch.tensor([prompt]).repeat(N // 4, 1)
     counts: dict[tuple[int, ...], int] = {}
     for _ in range(4):  # 4 batches of 6000 rows, each row one sample
-        out, _ = sp.speculative_generate(target, draft, ids, max_new_tokens=NEW, gamma=gamma, generator=g, **proc)
+        out, _ = sp.speculative_generate(
+            target, draft, ids, max_new_tokens=NEW, gamma=gamma, generator=g, **proc
+        )
         for row in out[:, len(prompt) :].tolist():
             counts[tuple(row)] = counts.get(tuple(row), 0) + 1
     return counts
@@ -163,8 +165,9 @@ def test_process_matches_its_definition() -> None:
 
 def test_bad_arguments_are_named() -> None:
     target = ToyLM(V, seed=1)
-    for kwargs, phrase in (({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 2, "top_p": 0}, "top_p"),
-                           ({"max_new_tokens": 2, "gamma": -1}, "gamma")):  # fmt: skip
+    cases = [({"max_new_tokens": 0}, "max_new_tokens"), ({"max_new_tokens": 2, "top_p": 0}, "top_p"),
+             ({"max_new_tokens": 2, "gamma": -1}, "gamma")]  # fmt: skip
+    for kwargs, phrase in cases:
         with pytest.raises(UserError, match=phrase):
             sp.speculative_generate(target, None, torch.tensor([[0]]), **kwargs)
     lm = _lm("softmax", 16, 1, seed=0)

@@ -265,15 +265,17 @@ def speculative_generate(
     top_p: float | None = None,
     gamma: int | str = "auto",
     generator: torch.Generator | None = None,
-    accept_rule: Callable[..., torch.Tensor] | None = None,
+    mixture: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """``input_ids`` ``(B, T)`` followed by ``max_new_tokens`` tokens distributed as the target's own.
 
     ``draft``: a smaller LM, a ``PromptLookupDrafter``, or None (plain
     decoding, for comparison). ``gamma``: draft tokens per target call, or
-    ``"auto"`` (measured costs). ``accept_rule`` replaces the verification
-    (used by speculative cascades); it gets ``(p, q, d, generator)`` and
-    returns ``(accepted (B, g) bool, residual (B, g, V))``.
+    ``"auto"`` (measured costs). ``mixture`` (speculative cascades,
+    ``glassbox.generate.cascades``) maps the target's and the draft's
+    distributions ``(B, k, V)`` to the distribution ``pi`` to sample from;
+    verification then targets ``pi`` instead of ``p``, at every position,
+    the bonus one included, and no step decodes plainly (that would sample ``p``).
     Returns the tokens ``(B, T + max_new_tokens)`` and ``stats``.
     """
     if input_ids.ndim != 2 or input_ids.shape[1] == 0:
@@ -321,7 +323,7 @@ def speculative_generate(
     try:
         while emitted() < max_new_tokens:
             left = max_new_tokens - emitted()
-            if plain or warmup or left == 1:
+            if mixture is None and (plain or warmup or left == 1):
                 # The drafter never sees these steps: they come before it starts, last, or for good.
                 p = process(tgt.feed(pending[:, None])[:, -1], temperature, top_k, top_p)
                 stats["target_calls"] += 1
@@ -332,12 +334,22 @@ def speculative_generate(
             assert drafter is not None
             if not stats["gammas"]:
                 drafter.start(seq[:, :-1])  # everything but pending, like the target
-            k = min(g, left - 1)  # a round emits up to k + 1 tokens
-            drafts, q = drafter.propose(seq, pending, k, sampling)
+            if mixture is None:
+                k = min(g, left - 1)  # a round emits up to k + 1 tokens
+                drafts, q = drafter.propose(seq, pending, k, sampling)
+            else:
+                # One draft step more than verified: the bonus position needs q for its pi too.
+                k = max(1, min(g, left - 1)) if left > 1 else 0
+                full, q = drafter.propose(seq, pending, k + 1, sampling)
+                drafts = full[:, :k]
             tgt.mark()
             p = process(tgt.feed(torch.cat([pending[:, None], drafts], 1)), temperature, top_k, top_p)
             stats["target_calls"] += 1
-            accepted, residual = (accept_rule or _verify)(p[:, :k], q, drafts, generator, greedy)
+            if mixture is not None:
+                if q is None:  # a deterministic drafter: q is one-hot at its proposals
+                    q = torch.nn.functional.one_hot(full, p.shape[-1]).to(p.dtype)
+                p = mixture(p, q)  # (B, k + 1, V): pi takes the target's place from here on
+            accepted, residual = _verify(p[:, :k], q if q is None else q[:, :k], drafts, generator, greedy)
             run = accepted.long().cumprod(1).sum(1)  # (B,) leading accepted draft tokens per row
             m = int(run.min())
             # Position m: an accepted draft where the row went further, else its correction or bonus.
@@ -349,7 +361,7 @@ def speculative_generate(
             seq = torch.cat([seq, drafts[:, :m], nxt[:, None]], 1)
             pending = nxt
             tgt.keep(m + 1)  # the old pending and the m drafts every row kept
-            drafter.accept(m + 1, drafts)
+            drafter.accept(m + 1, drafts if mixture is None else full)
             stats["proposed"] += k * B
             stats["accepted"] += int(run.sum())
             stats["accepted_at"].append([int((run > i).sum()) for i in range(k)])
