@@ -23,6 +23,7 @@ VERBS = [
     "audit",
     "export",
     "serve",
+    "generate",
 ]
 ROOT = Path(__file__).resolve().parents[2]
 

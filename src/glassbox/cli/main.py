@@ -19,6 +19,7 @@ from glassbox.cli import (
     explain,
     export,
     federate,
+    generate,
     render_config,
     serve,
     train,
@@ -35,7 +36,20 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for module in (demo, train, federate, render_config, datasets, explain, audit, export, serve, verify, bench):
+for module in (
+    demo,
+    train,
+    federate,
+    render_config,
+    datasets,
+    explain,
+    audit,
+    export,
+    serve,
+    generate,
+    verify,
+    bench,
+):
     module.register(app)
 
 
