@@ -235,6 +235,12 @@ def write_run_report(
         from glassbox.report.audit import audit_section
 
         sections.append(audit_section(audit))
+    if test.task == "lm" and (run.path / "model.json").is_file():
+        from glassbox.nn import load_model
+        from glassbox.report.lm import lm_facts, lm_section
+
+        facts = lm_facts(load_model(run.path), test, recipe.data.source, recipe.data.max_bytes, recipe.seed)
+        sections.append(lm_section({**facts, "test_bits_per_byte": results.get("test_bits_per_byte")}))
     export = _read_json(run, "export/export.json")
     if export is not None:
         from glassbox.report.edge import edge_section

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "ledger": "ledger.py",
     "mqar": "mqar.py",
     "serve": "serve_load.py",
+    "speculative": "speculative.py",
     "merging": "token_merging.py",
     "valuation": "valuation.py",
 }
