@@ -66,4 +66,3 @@ def test_generate_bad_input(lm_run: Path, args: list[str], phrase: str, capsys) 
 def test_generate_refuses_a_folder_without_a_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["generate", str(tmp_path)]) == 2
     assert "no model" in capsys.readouterr().err
-
