@@ -241,6 +241,11 @@ def write_run_report(
 
         facts = lm_facts(load_model(run.path), test, recipe.data.source, recipe.data.max_bytes, recipe.seed)
         sections.append(lm_section({**facts, "test_bits_per_byte": results.get("test_bits_per_byte")}))
+    history = run.metrics()
+    if any("dyn_cosine" in r for r in history):
+        from glassbox.report.dynamics import dynamics_section
+
+        sections.append(dynamics_section([r for r in history if "dyn_cosine" in r]))
     export = _read_json(run, "export/export.json")
     if export is not None:
         from glassbox.report.edge import edge_section

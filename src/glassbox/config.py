@@ -201,6 +201,13 @@ class FederatedConfig(Section):
     faults: FaultConfig = FaultConfig()
 
 
+class DynamicsConfig(Section):
+    """Learning dynamics (glassbox.audit.dynamics): predicted vs actual change on a fixed probe set."""
+
+    probes: int = Field(16, ge=1)  # training rows (a seeded sample) whose log-probabilities are followed
+    every: int = Field(1, ge=1)  # track every n-th optimizer step; each costs two probe forwards and a JVP
+
+
 class Recipe(Section):
     name: str = "run"
     preset: Literal["fast", "default", "best"] = "default"
@@ -212,6 +219,7 @@ class Recipe(Section):
     explain: ExplainConfig | None = None  # `explain: {}` turns explanations on with the defaults
     audit: AuditConfig | None = None  # `audit: {}` audits by the data's sensitive column
     federated: FederatedConfig | None = None  # read by `glassbox federate`; `train` ignores it
+    dynamics: DynamicsConfig | None = None  # `dynamics: {}` tracks how each step moves the probes
     report: ReportConfig = ReportConfig()
 
 

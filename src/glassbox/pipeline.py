@@ -211,6 +211,12 @@ def _train_and_report(
     _seed_everything(recipe.seed)
     train, val, test = data["train"], data["val"], data["test"]
     model = build_model(recipe.model, train)
+    if recipe.dynamics is not None:
+        from glassbox.audit.dynamics import DynamicsTracker
+
+        g = torch.Generator().manual_seed(recipe.seed)
+        probe = train.X[torch.randperm(len(train), generator=g)[: recipe.dynamics.probes]]
+        callbacks = [*callbacks, DynamicsTracker(probe, recipe.dynamics.every)]
     trainer = Trainer(
         model,
         recipe.train,

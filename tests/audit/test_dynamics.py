@@ -83,3 +83,19 @@ def test_language_model_probe() -> None:
     cfg = TrainConfig(epochs=1, batch_size=8, optimizer="sgd", lr=1e-3, momentum=0.0, patience=None)
     Trainer(model, cfg, callbacks=[tracker]).fit(text, None)
     assert min(r["dyn_cosine"] for r in tracker.records_) >= 0.99
+
+
+def test_recipe_dynamics_section_lands_in_metrics_and_report(tmp_path) -> None:
+    from glassbox.config import load_recipe
+    from glassbox.ledger import verify_run
+    from glassbox.pipeline import run_recipe
+
+    recipe = load_recipe(None, ["data.source=iris", "preset=fast", "train.epochs=2", "train.optimizer=sgd",
+                                "train.lr=0.001", "train.momentum=0", "dynamics.probes=8"])  # fmt: skip
+    run = run_recipe(recipe, tmp_path, progress=False)
+    records = [r for r in run.metrics() if "dyn_cosine" in r]
+    assert len(records) >= 2
+    assert min(r["dyn_cosine"] for r in records) >= 0.99
+    html = (run.path / "report.html").read_text()
+    assert "Learning dynamics" in html and "Predicted vs actual change" in html
+    assert verify_run(run.path).ok
