@@ -59,6 +59,8 @@ from glassbox.errors import UserError
 GAMMAS = range(1, 9)  # draft lengths auto considers
 START_GAMMA = 4  # before anything is measured
 MIN_SPEEDUP = 1.05  # auto speculates only when the model of costs expects at least this gain
+MIN_ROUNDS = 3  # rounds auto measures before it may turn speculation off
+PROBE_EVERY = 64  # while decoding plainly, auto tries one speculative round this often
 
 
 # -- the distributions both sides must share --------------------------------------------------
@@ -167,9 +169,11 @@ class ModelDrafter:
     def __init__(self, model: nn.Module) -> None:
         self.stepper = Stepper(model)
 
-    def start(self, prefix: torch.Tensor) -> None:
-        if prefix.shape[1]:
-            self.stepper.feed(prefix)
+    def sync(self, seq: torch.Tensor) -> None:
+        """Feed what the draft has not seen of ``seq`` except its last (pending) token."""
+        missing = seq[:, self.stepper.length : -1]
+        if missing.shape[1]:
+            self.stepper.feed(missing)  # its timing lands under its length, not under cost(1)
 
     def propose(
         self, seq: torch.Tensor, pending: torch.Tensor, gamma: int, sampling: dict[str, Any]
@@ -209,7 +213,7 @@ class PromptLookupDrafter:
     def __init__(self, max_ngram: int = 3) -> None:
         self.max_ngram = max_ngram
 
-    def start(self, prefix: torch.Tensor) -> None:
+    def sync(self, seq: torch.Tensor) -> None:
         pass
 
     def propose(
@@ -316,6 +320,7 @@ def speculative_generate(
     # auto times plain steps first (the baseline every choice of gamma is weighed against).
     warmup = 3 if auto else 0
     plain = drafter is None or g == 0
+    plain_run = 0  # tokens decoded plainly since auto last turned speculation off
 
     def emitted() -> int:
         return seq.shape[1] - input_ids.shape[1]
@@ -323,6 +328,8 @@ def speculative_generate(
     try:
         while emitted() < max_new_tokens:
             left = max_new_tokens - emitted()
+            if auto and plain and plain_run >= PROBE_EVERY:
+                plain, plain_run, g = False, 0, START_GAMMA  # look again: the text may have changed
             if mixture is None and (plain or warmup or left == 1):
                 # The drafter never sees these steps: they come before it starts, last, or for good.
                 p = process(tgt.feed(pending[:, None])[:, -1], temperature, top_k, top_p)
@@ -330,10 +337,10 @@ def speculative_generate(
                 pending = p.argmax(-1) if greedy else _draw(p, generator)
                 seq = torch.cat([seq, pending[:, None]], 1)
                 warmup = max(0, warmup - 1)
+                plain_run += plain
                 continue
             assert drafter is not None
-            if not stats["gammas"]:
-                drafter.start(seq[:, :-1])  # everything but pending, like the target
+            drafter.sync(seq)  # everything but pending, like the target
             if mixture is None:
                 k = min(g, left - 1)  # a round emits up to k + 1 tokens
                 drafts, q = drafter.propose(seq, pending, k, sampling)
@@ -400,7 +407,7 @@ def _verify(
 def _retune(stats: dict[str, Any], tgt: Stepper, drafter: Any, B: int) -> tuple[int, bool]:
     """Pick gamma from what was measured so far; plain decoding when speculation does not pay."""
     rounds = len(stats["gammas"])
-    if rounds < 2:
+    if rounds < MIN_ROUNDS:
         return START_GAMMA, False
     alpha = min(stats["accepted"] / max(1, stats["proposed"]), 0.99)
     draft_cost = drafter.cost_per_token() or 0.0
