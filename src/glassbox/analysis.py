@@ -246,6 +246,11 @@ def write_run_report(
         from glassbox.report.dynamics import dynamics_section
 
         sections.append(dynamics_section([r for r in history if "dyn_cosine" in r]))
+    squeeze = _read_json(run, "dpo_squeeze.json")
+    if squeeze:
+        from glassbox.report.dynamics import squeeze_section
+
+        sections.append(squeeze_section(squeeze))
     export = _read_json(run, "export/export.json")
     if export is not None:
         from glassbox.report.edge import edge_section

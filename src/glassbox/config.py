@@ -206,6 +206,9 @@ class DynamicsConfig(Section):
 
     probes: int = Field(16, ge=1)  # training rows (a seeded sample) whose log-probabilities are followed
     every: int = Field(1, ge=1)  # track every n-th optimizer step; each costs two probe forwards and a JVP
+    # LM runs: after training, this many DPO steps on a copy of the model (sampled chosen/rejected
+    # pairs on test prompts) to show the squeezing effect; 0 skips it. The saved model is untouched.
+    dpo_steps: int = Field(0, ge=0)
 
 
 class Recipe(Section):

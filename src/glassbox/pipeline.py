@@ -232,6 +232,15 @@ def _train_and_report(
     )
     save_model(model, run.path)
     run.record("model", ["model.safetensors", "model.json"])
+    if recipe.dynamics is not None and recipe.dynamics.dpo_steps and test.task == "lm":
+        import copy
+
+        from glassbox.audit.squeeze import dpo_squeeze
+
+        prompts = test.X[:8, : min(24, test.X.shape[1] // 2)]
+        steps = recipe.dynamics.dpo_steps
+        records = dpo_squeeze(copy.deepcopy(model), prompts, steps=steps, seed=recipe.seed)
+        run.write_json("dpo_squeeze.json", records)
     stage.finish(run, trainer, data["flipped"])  # values*.csv; the report reads them back
     if train.task == "classification":
         run.write_text("predictions.csv", _predictions_csv(test, trainer.predict_proba(test)))

@@ -99,3 +99,23 @@ def test_recipe_dynamics_section_lands_in_metrics_and_report(tmp_path) -> None:
     html = (run.path / "report.html").read_text()
     assert "Learning dynamics" in html and "Predicted vs actual change" in html
     assert verify_run(run.path).ok
+
+
+def test_dpo_squeezes_mass_onto_the_argmax(tmp_path) -> None:
+    from glassbox.config import load_recipe
+    from glassbox.ledger import verify_run
+    from glassbox.pipeline import run_recipe
+
+    recipe = load_recipe(None, ["data.source=python-corpus", "data.max_bytes=20000", "data.seq_len=64",
+                                "model.dim=32", "model.depth=1", "model.heads=2", "model.max_len=128",
+                                "train.epochs=1", "dynamics.dpo_steps=15", "dynamics.every=10"])  # fmt: skip
+    run = run_recipe(recipe, tmp_path, progress=False)
+    import json
+
+    recs = json.loads((run.path / "dpo_squeeze.json").read_text())
+    first, last = recs[0], recs[-1]
+    assert last["logp_rejected"] < first["logp_rejected"] - 0.2  # DPO pushes the rejected responses down
+    assert last["argmax_prob_rejected"] > first["argmax_prob_rejected"]  # and the mass goes to the argmax
+    html = (run.path / "report.html").read_text()
+    assert "squeezing effect" in html
+    assert verify_run(run.path).ok

@@ -42,3 +42,21 @@ def dynamics_section(records: Sequence[dict[str, Any]]) -> dict[str, str]:
         if png is not None:
             figures.append(_figure(title, png))
     return {"title": "Learning dynamics", "html": text + figures_html(figures)}
+
+
+def squeeze_section(records: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """DPO on a copy of the LM: chosen, rejected and greedy log-probabilities, and the argmax probability."""
+    from glassbox.audit.squeeze import squeeze_plot
+
+    a, b = records[0], records[-1]
+    text = (
+        f"<p>{b['step']} DPO steps on a copy of the model (the saved model is untouched), on sampled"
+        f" chosen (temperature 1) and rejected (temperature 1.5) responses to test prompts. Per byte:"
+        f" rejected {a['logp_rejected']:.2f} &rarr; {b['logp_rejected']:.2f}, chosen {a['logp_chosen']:.2f}"
+        f" &rarr; {b['logp_chosen']:.2f}, greedy {a['logp_greedy']:.2f} &rarr; {b['logp_greedy']:.2f};"
+        f" mean argmax probability along the rejected responses {a['argmax_prob_rejected']:.3f} &rarr;"
+        f" {b['argmax_prob_rejected']:.3f}: pushing an unlikely response down moves mass to what the model"
+        " already rates highest (the squeezing effect).</p>"
+    )
+    fig = _figure("DPO: log-probabilities and the argmax probability", squeeze_plot(list(records)))
+    return {"title": "Preference tuning: the squeezing effect", "html": text + figures_html([fig])}
