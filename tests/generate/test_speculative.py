@@ -173,3 +173,25 @@ def test_bad_arguments_are_named() -> None:
     lm = _lm("softmax", 16, 1, seed=0)
     with pytest.raises(UserError, match="positions"):
         sp.speculative_generate(lm, None, _prompts(1, 90, 0), max_new_tokens=20)
+
+
+def test_a_hugging_face_style_output_object_is_read_through_logits() -> None:
+    class Output:  # what transformers' CausalLMOutput exposes
+        def __init__(self, logits: torch.Tensor) -> None:
+            self.logits = logits
+
+    class HFLike(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = ToyLM(5, seed=7)
+
+        def forward(self, input_ids: torch.Tensor) -> Output:
+            return Output(self.inner(input_ids))
+
+    target = HFLike()
+    prompt = torch.tensor([[1, 2, 3]])
+    got, _ = sp.speculative_generate(target, ToyLM(5, seed=8), prompt, max_new_tokens=10, gamma=3)
+    seq = prompt
+    for _ in range(10):
+        seq = torch.cat([seq, target(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(got, seq)

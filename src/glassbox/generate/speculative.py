@@ -22,7 +22,8 @@ States: glassbox models return new state dicts rather than changing the
 old ones, so a model can always go back to a checkpoint and replay the
 tokens it keeps; a softmax KV cache is cropped instead, which costs nothing.
 Any other ``nn.Module`` mapping ``(B, T)`` ids to ``(B, T, V)`` logits works
-too, recomputing its whole context on every call.
+too, a Hugging Face causal LM included (its output's ``.logits``),
+recomputing its whole context on every call (no cache).
 
 Draft length: ``gamma="auto"`` measures the draft's cost per token and the
 target's cost of checking ``k`` tokens as it goes, estimates the acceptance
@@ -123,7 +124,9 @@ class Stepper:
             logits, self.states = self.model.decode_step(ids, self.states, self.length)
         else:
             self.context = ids if self.context is None else torch.cat([self.context, ids], 1)
-            logits = self.model(self.context)[:, -k:]
+            out = self.model(self.context)
+            # Hugging Face causal LMs return an output object; its .logits is the (B, T, V) tensor.
+            logits = (out.logits if hasattr(out, "logits") else out)[:, -k:]
         self.length += k
         if self._mark is not None:
             self._since.append(ids)
