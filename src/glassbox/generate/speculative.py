@@ -317,7 +317,9 @@ def speculative_generate(
         tgt.feed(prefix)
         tgt.seconds.clear()  # a prompt's cost says nothing about a decode step's
     seq = input_ids
-    stats: dict[str, Any] = {"target_calls": 0, "proposed": 0, "accepted": 0, "accepted_at": [], "gammas": []}
+    stats: dict[str, Any] = {
+        "target_calls": 0, "proposed": 0, "accepted": 0, "rejections": 0, "accepted_at": [], "gammas": []
+    }  # fmt: skip
     auto = gamma == "auto"
     g = START_GAMMA if auto else int(gamma)
     # auto times plain steps first (the baseline every choice of gamma is weighed against).
@@ -374,6 +376,7 @@ def speculative_generate(
             drafter.accept(m + 1, drafts if mixture is None else full)
             stats["proposed"] += k * B
             stats["accepted"] += int(run.sum())
+            stats["rejections"] += int((run < k).sum())  # each row that stopped short met one rejection
             stats["accepted_at"].append([int((run > i).sum()) for i in range(k)])
             stats["gammas"].append(k)
             if auto:
@@ -412,7 +415,10 @@ def _retune(stats: dict[str, Any], tgt: Stepper, drafter: Any, B: int) -> tuple[
     rounds = len(stats["gammas"])
     if rounds < MIN_ROUNDS:
         return START_GAMMA, False
-    alpha = min(stats["accepted"] / max(1, stats["proposed"]), 0.99)
+    # The per-position acceptance rate of the geometric model, by maximum likelihood: accepted
+    # tokens over accepted tokens plus rejections. (accepted / proposed would be biased low: after a
+    # rejection the rest of a round's proposals are never judged.)
+    alpha = min(stats["accepted"] / max(1, stats["accepted"] + stats["rejections"]), 0.99)
     draft_cost = drafter.cost_per_token() or 0.0
     measured = {k: tgt.cost(k) for k in tgt.seconds if tgt.cost(k) is not None}
     if 1 not in measured:
