@@ -33,13 +33,11 @@ import torch
 
 
 def held_out_prompts(n: int, length: int, skip_bytes: int) -> list[bytes]:
-    from glassbox.data.sources import stdlib_files
+    from glassbox.data.sources import stdlib_files_after
 
-    seen, prompts = 0, []
-    for path in stdlib_files():
-        size = path.stat().st_size
-        seen += size
-        if seen <= skip_bytes or size < 4 * length:
+    prompts = []
+    for path in stdlib_files_after(skip_bytes):
+        if path.stat().st_size < 4 * length:
             continue
         text = path.read_bytes()
         start = text.find(b"\ndef ")

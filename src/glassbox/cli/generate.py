@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,15 +43,14 @@ def generate(
     from glassbox.errors import UserError
     from glassbox.generate.cascades import cascade_generate
     from glassbox.generate.speculative import PromptLookupDrafter, speculative_generate
-    from glassbox.nn import load_model
 
     if gamma != "auto" and not gamma.isdigit():
         raise UserError(f"--gamma {gamma!r}: give a whole number or auto")
-    target = _lm(run, load_model)
+    target = _lm(run)
     if draft == "lookup":
         drafter = PromptLookupDrafter()
     else:
-        drafter = None if draft is None else _lm(draft, load_model)
+        drafter = None if draft is None else _lm(draft)
     if rule is not None and not isinstance(drafter, torch.nn.Module):
         raise UserError("--rule needs a draft model: add --draft runs/<smaller-lm>")
     ids = torch.tensor([list(prompt.encode("utf-8"))])
@@ -78,10 +77,12 @@ def generate(
     )
 
 
-def _lm(path: str, load_model):
+def _lm(path: str) -> Any:
+    """The LM saved in run folder ``path``; a one-line error for anything else."""
     from pathlib import Path
 
     from glassbox.errors import UserError
+    from glassbox.nn import load_model
 
     folder = Path(path)
     if not (folder / "model.json").is_file():

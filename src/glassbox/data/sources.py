@@ -210,6 +210,20 @@ def stdlib_files() -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+def stdlib_files_after(max_bytes: int) -> list[Path]:
+    """The stdlib files ``python-corpus`` with this ``max_bytes`` never reads from (held out).
+
+    The corpus takes files in ``stdlib_files`` order up to ``max_bytes``, the
+    last one cut short; held out is every file that starts at or after that point.
+    """
+    start, out = 0, []
+    for path in stdlib_files():
+        if start >= max_bytes:
+            out.append(path)
+        start += path.stat().st_size
+    return out
+
+
 @SOURCES.register("python-corpus")
 def python_corpus(cfg: DataConfig) -> Dataset:
     chunks: list[bytes] = []

@@ -49,15 +49,11 @@ def heldout_windows(source: str, max_bytes: int, seq_len: int) -> tuple[torch.Te
     """Windows of the stdlib files past the first ``max_bytes`` (python-corpus only), and how many files."""
     if source != "python-corpus":
         return None
-    from glassbox.data.sources import stdlib_files
+    from glassbox.data.sources import stdlib_files_after
     from glassbox.data.text import byte_windows
 
-    seen, chunks, files, got = 0, [], 0, 0
-    for path in stdlib_files():
-        size = path.stat().st_size
-        seen += size
-        if seen <= max_bytes:
-            continue
+    chunks, files, got = [], 0, 0
+    for path in stdlib_files_after(max_bytes):
         data = path.read_bytes()[: HELDOUT_BYTES - got]
         chunks.append(data)
         files += 1
