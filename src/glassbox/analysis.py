@@ -241,6 +241,11 @@ def write_run_report(
 
         facts = lm_facts(load_model(run.path), test, recipe.data.source, recipe.data.max_bytes, recipe.seed)
         sections.append(lm_section({**facts, "test_bits_per_byte": results.get("test_bits_per_byte")}))
+    pretrained = _read_json(run, "pretrain.json")
+    if pretrained is not None:
+        from glassbox.report.ssl import pretrain_section
+
+        sections.append(pretrain_section(pretrained, _read_json(run, "fewshot.json")))
     history = run.metrics()
     if any("dyn_cosine" in r for r in history):
         from glassbox.report.dynamics import dynamics_section
@@ -299,6 +304,28 @@ def write_run_report(
         )
 
 
+def write_pretrain_report(run: Run, recipe: Recipe, data: dict[str, Any]) -> None:
+    """``report.html`` of a ``glassbox pretrain`` run: data, configuration, the pretraining section."""
+    from glassbox.report import write_report
+    from glassbox.report.ssl import pretrain_section
+
+    record = _read_json(run, "pretrain.json") or {}
+    summary = data["full"].summary()
+    summary["unlabeled rows"] = f"{record.get('rows')} training rows, labels unused"
+    run.seal()
+    with run.artifact("report.html") as tmp:
+        write_report(
+            tmp,
+            title=f"{recipe.report.title or recipe.name}: pretrained encoder",
+            config_yaml=render(recipe),
+            data_summary=summary,
+            history=[],
+            test_metrics={},
+            meta=run.meta(),
+            extra_sections=[pretrain_section(record, _read_json(run, "fewshot.json"))],
+        )
+
+
 def _explain_summary(result: dict[str, Any]) -> dict[str, Any]:
     from glassbox.explain import summary
 
@@ -345,7 +372,7 @@ def open_run(path: str | Path) -> tuple[Run, Recipe, dict[str, Any], nn.Module]:
     _, entry = _dataset_entry(run)
     digests = None if entry is None else entry.get("data", {}).get("digests")
     if digests is not None:
-        now = {name: data[name].digest() for name in ("train", "val", "test")}
+        now = {name: data[name].digest() for name in digests if data.get(name) is not None}
         if now != digests:
             changed = ", ".join(n for n in now if now[n] != digests.get(n))
             raise UserError(
@@ -399,3 +426,40 @@ def _dataset_entry(run: Run) -> tuple[bytes | None, dict[str, Any] | None]:
         if entry is not None and entry["kind"] == "dataset" and "digests" in (entry.get("data") or {}):
             return line, entry
     return None, None
+
+
+def fewshot_run(path: str | Path, shots: str, draws: int = 10) -> list[dict[str, Any]]:
+    """``glassbox fewshot RUN``: the few-shot table of the run's encoder, written into the run.
+
+    ``shots`` is ``"1"`` or ``"1,5,10"``. The labeled rows are drawn from all
+    training rows (with ``data.label_fraction`` < 1, including those the run
+    trained without labels: this measures the encoder, not the run).
+    """
+    from glassbox.ssl.fewshot import FEWSHOT_FILE, fewshot_report
+
+    try:
+        ks = sorted({int(k) for k in shots.split(",") if k.strip()})
+    except ValueError:
+        raise UserError(
+            f"--shots {shots!r}: give whole numbers of labels per class, e.g. --shots 1,5"
+        ) from None
+    if not ks or ks[0] < 1:
+        raise UserError(f"--shots {shots!r}: give at least one number >= 1, e.g. --shots 1,5")
+    run, recipe, data, model = open_run(path)
+    pool = data["pool"]
+    if pool.task != "classification":
+        raise UserError(f"{path} is a {pool.task} run; few-shot evaluation needs a classification data set")
+    fewest = int(pool.y.bincount().min())
+    if ks[-1] > fewest:
+        raise UserError(
+            f"--shots {ks[-1]}: the smallest class has {fewest} training rows; ask for at most {fewest}"
+        )
+    with run:
+        table = fewshot_report(model, pool, data["test"], ks, draws=draws, seed=recipe.seed)
+        run.write_json(FEWSHOT_FILE, table)
+        if recipe.report.enabled:
+            if run.meta().get("kind") == "pretrain":
+                write_pretrain_report(run, recipe, data)
+            else:
+                write_run_report(run, recipe, data)
+    return table

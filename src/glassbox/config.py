@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,6 +38,10 @@ class DataConfig(Section):
     seq_len: int = Field(128, ge=2)  # bytes per window for text
     max_bytes: int = Field(2_000_000, ge=1000)  # cap on a text corpus; the stdlib is ~40 MB
     image_size: int | None = Field(None, ge=4)  # images are resized to a square; None: first image's size
+    # Share of the training rows whose labels the supervised stage may use
+    # (seeded, stratified, at least one per class); the rest stay in the data
+    # for pretraining only. 1.0: every label. For few-label experiments.
+    label_fraction: float = Field(1.0, gt=0, le=1)
 
 
 class ModelConfig(Section):
@@ -87,6 +91,9 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(0, ge=0)  # steps between checkpoints; 0: at each epoch end
     threads: int | None = Field(None, ge=1)  # torch threads; None: torch's default
     max_steps_per_epoch: int | None = Field(None, ge=1)  # caps epochs of very large data (text)
+    # Linear probe: train only the classifier head on a frozen encoder (kept in
+    # eval mode, so no dropout); false fine-tunes everything.
+    head_only: bool = False
 
 
 class ValuationConfig(Section):
@@ -111,6 +118,35 @@ class ValuationConfig(Section):
 
 
 ExplainMethod = Literal["integrated_gradients", "deeplift", "kernel_shap", "rollout", "grad_rollout"]
+
+
+class PretrainConfig(Section):
+    """Self-supervised pretraining of the encoder before supervised training (glassbox.ssl)."""
+
+    # contrastive: NT-Xent with a projection head (SCARF views for tables, SimCLR
+    # augmentations for images, crops and span masks for text); vicreg: VICReg on
+    # the same views; masked: VIME for tables, MAE for images, masked bytes for text.
+    method: Literal["contrastive", "vicreg", "masked"] = "contrastive"
+    epochs: int = Field(150, ge=1)
+    batch_size: int = Field(256, ge=2)  # contrastive: every other row of the batch is a negative
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    # Which training rows pretraining reads, labels set aside: all of them, or a
+    # seeded fraction. Validation and test rows are never used.
+    unlabeled: Literal["all"] | Annotated[float, Field(gt=0, le=1)] = "all"
+    # contrastive: 0.5 is SimCLR's choice for small batches; on digits 0.1 and 0.2
+    # gave 1-shot probes 10-15 points worse than 0.5 (see docs/BENCHMARKS.md).
+    temperature: float = Field(0.5, gt=0)
+    proj_dim: int = Field(128, ge=2)  # contrastive: width of the projection head's output
+    corruption: float = Field(0.6, gt=0, lt=1)  # tables: SCARF's share of features replaced (its default)
+    crop_scale: float = Field(0.7, gt=0, le=1)  # images: smallest crop, as a share of the area
+    rotation: float = Field(12.0, ge=0, le=180)  # images: largest rotation, degrees
+    translate: float = Field(0.1, ge=0, lt=1)  # images: largest shift, as a share of the side
+    noise: float = Field(0.05, ge=0)  # images: Gaussian noise std, as a share of each image's range
+    text_crop: float = Field(0.8, gt=0, le=1)  # text: share of each window a view keeps
+    # masked: share hidden; None: by kind (tables 0.3 as VIME, images 0.5, text 0.15 as BERT).
+    # Also the span-mask share of text views.
+    mask_ratio: float | None = Field(None, gt=0, lt=1)
 
 
 class ExplainConfig(Section):
@@ -223,6 +259,7 @@ class Recipe(Section):
     audit: AuditConfig | None = None  # `audit: {}` audits by the data's sensitive column
     federated: FederatedConfig | None = None  # read by `glassbox federate`; `train` ignores it
     dynamics: DynamicsConfig | None = None  # `dynamics: {}` tracks how each step moves the probes
+    pretrain: PretrainConfig | None = None  # `pretrain: {}` pretrains the encoder before training
     report: ReportConfig = ReportConfig()
 
 

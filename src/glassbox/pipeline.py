@@ -66,7 +66,26 @@ def prepare_data(recipe: Recipe, clean: dict[str, Any] | None = None) -> dict[st
         train, cleaning = drop_lowest(train, clean["values"], clean["fraction"])
         if flipped is not None:
             cleaning["flipped_dropped"] = len(set(cleaning["dropped_rows"]) & set(flipped))
-    return {"full": full, "train": train, "val": val, "test": test, "flipped": flipped, "cleaning": cleaning}
+    pool = train  # every training row, labels or not: what pretraining reads
+    if d.label_fraction < 1:
+        from glassbox.data.splits import labeled_subset
+        from glassbox.errors import UserError
+
+        if train.task != "classification":
+            raise UserError(
+                f"data.label_fraction={d.label_fraction} is for classification; {train.task} data has no"
+                " labels to withhold: set data.label_fraction=1"
+            )
+        train = train.subset(labeled_subset(train.y.numpy(), fraction=d.label_fraction, seed=recipe.seed))
+    return {
+        "full": full,
+        "train": train,
+        "val": val,
+        "test": test,
+        "pool": pool,
+        "flipped": flipped,
+        "cleaning": cleaning,
+    }
 
 
 def _tree_sha256(root: Path, suffixes: tuple[str, ...] | None = None) -> str:
@@ -105,6 +124,8 @@ def record_provenance(run: Run, recipe: Recipe, data: dict[str, Any]) -> None:
         "code", data={**code_fingerprint(), "python": platform.python_version(), "torch": torch.__version__}
     )
     splits = {name: data[name] for name in ("train", "val", "test")}
+    if data.get("pool") is not None and data["pool"] is not data["train"]:
+        splits["pool"] = data["pool"]  # data.label_fraction < 1: training rows with and without labels
     source = recipe.data.source
     info: dict[str, Any] = {
         "source": source,
@@ -141,15 +162,18 @@ def run_recipe(
     callbacks: list[Callback] | None = None,
     progress: bool | None = None,
     clean: dict[str, Any] | None = None,
+    init: str | Path | None = None,
 ) -> Run:
     """Run a recipe in a new folder under ``out``; returns the finished Run.
 
     ``clean``: ``{"values": "runs/<run>/values.csv", "fraction": 0.1}`` retrains
     without the lowest-valued tenth of the training rows (see glassbox.valuation.cleaning).
+    ``init``: a run folder (from ``glassbox pretrain``) whose encoder the model starts from.
     """
     from glassbox.valuation.stage import ValuationStage
 
     data = prepare_data(recipe, clean)  # bad data fails here, before any run folder exists
+    _check_ssl(recipe, data, init)  # and a pretrain section or --init that cannot apply
     stage = ValuationStage(recipe.valuation, data["train"], data["val"], recipe.seed)  # and bad valuation
     check_analyses(recipe, data)  # and explain/audit sections that cannot run on this data
     run = Run.create(out, recipe.name, seed=recipe.seed, recipe=recipe.name)
@@ -160,7 +184,63 @@ def run_recipe(
             run.write_json("label_noise.json", {"fraction": recipe.data.label_noise, "rows": data["flipped"]})
         if data["cleaning"] is not None:
             run.update_meta(cleaning=data["cleaning"])
-        _train_and_report(run, recipe, data, stage, callbacks or [], progress, resume=False)
+        _train_and_report(run, recipe, data, stage, callbacks or [], progress, resume=False, init=init)
+    return run
+
+
+def _check_ssl(recipe: Recipe, data: dict[str, Any], init: str | Path | None) -> None:
+    if recipe.pretrain is not None:
+        from glassbox.ssl.base import check_kind
+
+        check_kind(recipe.pretrain.method, data["train"].kind)
+    if init is not None:
+        from glassbox.ssl.stage import check_init
+
+        check_init(init, recipe, data["train"])
+
+
+def run_pretrain(recipe: Recipe, out: str | Path = "runs", *, progress: bool | None = None) -> Run:
+    """``glassbox pretrain``: pretrain the recipe's encoder on its unlabeled training rows, nothing else.
+
+    The run folder holds the encoder (``model.safetensors``, with an untrained
+    head), ``pretrain.json``, a few-shot table (``fewshot.json``: 1 and 5
+    labels per class) and the report; ``glassbox train RECIPE --init RUN``
+    fine-tunes from it. Without a ``pretrain:`` section the defaults apply.
+    """
+    import torch
+
+    from glassbox.config import PretrainConfig
+    from glassbox.nn import build_model, save_model
+    from glassbox.ssl.stage import run_pretraining
+
+    if recipe.pretrain is None:
+        recipe = recipe.model_copy(update={"pretrain": PretrainConfig()})
+    data = prepare_data(recipe)
+    _check_ssl(recipe, data, None)
+    run = Run.create(out, f"{recipe.name}-pretrain", seed=recipe.seed, recipe=recipe.name, kind="pretrain")
+    with run:
+        run.write_text("config.yaml", render(recipe))
+        record_provenance(run, recipe, data)
+        if recipe.train.threads is not None:
+            torch.set_num_threads(recipe.train.threads)
+        _seed_everything(recipe.seed)
+        model = build_model(recipe.model, data["pool"])
+        record = run_pretraining(run, recipe, model, data["pool"], progress)
+        save_model(model, run.path)
+        run.record("model", ["model.safetensors", "model.json"])
+        summary = {k: record[k] for k in ("method", "rows", "seconds")}
+        summary["final_loss"] = record["history"][-1]["pretrain_loss"] if record["history"] else None
+        run.update_meta(pretrain=summary)
+        if data["train"].task == "classification":
+            from glassbox.ssl.fewshot import FEWSHOT_FILE, fewshot_report
+
+            shots = [k for k in (1, 5) if k <= int(data["pool"].y.bincount().min())]
+            table = fewshot_report(model, data["pool"], data["test"], shots, seed=recipe.seed)
+            run.write_json(FEWSHOT_FILE, table)
+        if recipe.report.enabled:
+            from glassbox.analysis import write_pretrain_report
+
+            write_pretrain_report(run, recipe, data)
     return run
 
 
@@ -200,6 +280,7 @@ def _train_and_report(
     callbacks: list[Callback],
     progress: bool | None,
     resume: bool,
+    init: str | Path | None = None,
 ) -> None:
     import torch
 
@@ -210,7 +291,21 @@ def _train_and_report(
         torch.set_num_threads(recipe.train.threads)
     _seed_everything(recipe.seed)
     train, val, test = data["train"], data["val"], data["test"]
-    model = build_model(recipe.model, train)
+    # Input statistics from every training row: with data.label_fraction < 1 the
+    # labeled few would give a poor estimate, and the unlabeled rows are known anyway.
+    model = build_model(recipe.model, data["pool"])
+    if init is not None:
+        from glassbox.ssl.stage import load_encoder
+
+        run.record("init", data=load_encoder(model, init))
+    if recipe.pretrain is not None and not resume:  # a resumed run's checkpoint holds the result
+        from glassbox.ssl.stage import run_pretraining
+
+        run_pretraining(run, recipe, model, data["pool"], progress)
+    if recipe.train.head_only:
+        from glassbox.ssl.stage import freeze_encoder
+
+        freeze_encoder(model)
     if recipe.dynamics is not None:
         from glassbox.audit.dynamics import DynamicsTracker
 

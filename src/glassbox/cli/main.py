@@ -19,7 +19,9 @@ from glassbox.cli import (
     explain,
     export,
     federate,
+    fewshot,
     generate,
+    pretrain,
     render_config,
     serve,
     train,
@@ -39,6 +41,7 @@ app = typer.Typer(
 for module in (
     demo,
     train,
+    pretrain,
     federate,
     render_config,
     datasets,
@@ -47,6 +50,7 @@ for module in (
     export,
     serve,
     generate,
+    fewshot,
     verify,
     bench,
 ):

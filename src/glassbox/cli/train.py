@@ -45,6 +45,10 @@ def train(
         str | None,
         typer.Option(metavar="CSV", help="The values.csv of an earlier run of the same recipe."),
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(metavar="RUN", help="Start from the encoder of a run made by glassbox pretrain."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Example: glassbox train recipes/digits.yaml --set train.epochs=20
@@ -54,6 +58,9 @@ def train(
 
     Cleaning: glassbox train RECIPE --drop-lowest 0.1 --values runs/<run>/values.csv
     retrains without the lowest-valued tenth of the training rows and compares both runs.
+
+    From a pretrained encoder: glassbox train RECIPE --init runs/<pretrain run>
+    (add --set train.head_only=true for a linear probe).
     """
     from glassbox.config import load_recipe
     from glassbox.errors import UserError
@@ -65,16 +72,16 @@ def train(
         )
     clean = None if values is None else {"values": values, "fraction": drop_lowest}
     if resume is not None:
-        if recipe is not None or set_ or clean is not None:
+        if recipe is not None or set_ or clean is not None or init is not None:
             raise UserError(
                 "a resumed run continues with its own config.yaml: give --resume RUN without RECIPE, "
-                "--set or --drop-lowest"
+                "--set, --drop-lowest or --init"
             )
         run = resume_run(resume)
     elif recipe is None:
         raise UserError("give a recipe (e.g. glassbox train recipes/healthcare.yaml) or --resume runs/<run>")
     else:
-        run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out, clean=clean)
+        run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out, clean=clean, init=init)
     print_run(run, as_json)
 
 

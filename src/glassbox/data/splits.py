@@ -70,3 +70,29 @@ def split_dataset(
     rest, test = _cut(np.arange(n), y, n_test, seed)
     train, val = _cut(rest, y[rest], n_val, seed)
     return ds.subset(np.sort(train)), ds.subset(np.sort(val)), ds.subset(np.sort(test))
+
+
+def labeled_subset(y: np.ndarray, fraction: float | None = None, per_class: int | None = None, seed: int = 0):
+    """Sorted row positions whose labels are kept: a stratified ``fraction``, or ``per_class`` rows of each class.
+
+    A fraction keeps at least one row of every class present (a class with
+    no label cannot be learned); ``per_class`` refuses a class with fewer
+    rows than asked. Seeded, independent of the split's stream.
+    """
+    rng = np.random.default_rng(seed + 104_729)
+    classes = np.unique(y)
+    picked = []
+    for c in classes:
+        rows = np.flatnonzero(y == c)
+        if per_class is not None:
+            if len(rows) < per_class:
+                raise UserError(
+                    f"class {c} has {len(rows)} training rows, fewer than the {per_class} shots asked;"
+                    " ask for fewer shots"
+                )
+            k = per_class
+        else:
+            assert fraction is not None
+            k = max(1, round(fraction * len(rows)))
+        picked.append(rng.choice(rows, size=k, replace=False))
+    return np.sort(np.concatenate(picked))

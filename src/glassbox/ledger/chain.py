@@ -75,6 +75,8 @@ KINDS = frozenset(
         "explanation",
         "audit",
         "export",
+        "pretrain",  # self-supervised pretraining: its record, and few-shot tables of the encoder
+        "init",  # the model started from another run's encoder (glassbox train --init)
         "federated-update",
         "federated-round",
         "artifact",
@@ -93,6 +95,8 @@ _KIND_BY_NAME = {
     "splits.json": "dataset",
     "explanations.json": "explanation",
     "audit.json": "audit",
+    "pretrain.json": "pretrain",
+    "fewshot.json": "pretrain",
 }
 
 
