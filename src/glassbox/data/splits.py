@@ -73,7 +73,7 @@ def split_dataset(
 
 
 def labeled_subset(y: np.ndarray, fraction: float | None = None, per_class: int | None = None, seed: int = 0):
-    """Sorted row positions whose labels are kept: a stratified ``fraction``, or ``per_class`` rows of each class.
+    """Sorted positions of the rows whose labels are kept: a stratified ``fraction``, or ``per_class`` each.
 
     A fraction keeps at least one row of every class present (a class with
     no label cannot be learned); ``per_class`` refuses a class with fewer

@@ -1,9 +1,9 @@
 """The "Self-supervised pretraining" report section: the loss curve and the few-shot table.
 
->>> s = pretrain_section({"method": "contrastive", "rows": 100, "seconds": 3.0,
-...                        "history": [{"epoch": 1, "step": 1, "pretrain_loss": 5.0}]},
-...                       [{"shots": 1, "draws": 2, "results": {"encoder": {"probe": {"mean": 0.8, "std": 0.01}},
-...                                                            "raw": {"probe": {"mean": 0.6, "std": 0.02}}}}])
+>>> record = {"method": "contrastive", "rows": 100, "seconds": 3.0,
+...           "history": [{"epoch": 1, "step": 1, "pretrain_loss": 5.0}]}
+>>> results = {"encoder": {"probe": {"mean": 0.8, "std": 0.01}}, "raw": {"probe": {"mean": 0.6, "std": 0.02}}}
+>>> s = pretrain_section(record, [{"shots": 1, "draws": 2, "results": results}])
 >>> s["title"], "80.0" in s["html"]
 ('Self-supervised pretraining', True)
 """

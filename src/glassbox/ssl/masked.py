@@ -125,7 +125,7 @@ class Masked(Method):
 
     def _mae(self, model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, dict]:
         tok = model.tokenizer
-        B, C, H, W = x.shape
+        B, _, H, W = x.shape
         p = self.patch
         gh, gw = H // p, W // p
         P = gh * gw

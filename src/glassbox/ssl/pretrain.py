@@ -58,7 +58,7 @@ def pretrain(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Pretrain ``model``'s encoder on the rows ``X`` (no labels) as ``cfg`` says; returns one record per epoch.
+    """Pretrain ``model``'s encoder on rows ``X`` (no labels) as ``cfg`` says; one record per epoch.
 
     Each record holds ``epoch``, ``step``, ``pretrain_loss`` (the epoch's mean),
     the method's own terms and the seconds so far; ``on_epoch`` gets each as

@@ -113,13 +113,14 @@ def load_encoder(model: nn.Module, run_dir: str | Path) -> dict[str, Any]:
     extra = [k for k in encoder if k not in mine]
     if missing or extra:
         raise UserError(
-            f"--init {run_dir}: its weights do not fit this model (missing {missing[:3]}, unexpected {extra[:3]});"
-            " pretrain with the same model settings"
+            f"--init {run_dir}: its weights do not fit this model (missing {missing[:3]},"
+            f" unexpected {extra[:3]}); pretrain with the same model settings"
         )
     for k, v in encoder.items():
         if v.shape != mine[k].shape:
             raise UserError(
-                f"--init {run_dir}: weight {k} has shape {tuple(v.shape)}, the model wants {tuple(mine[k].shape)}"
+                f"--init {run_dir}: weight {k} has shape {tuple(v.shape)},"
+                f" the model wants {tuple(mine[k].shape)}"
             )
     model.load_state_dict({**mine, **encoder})
     return {"from": str(d.resolve()), "weights_sha256": file_sha256(d / WEIGHTS), "tensors": len(encoder)}

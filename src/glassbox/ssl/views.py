@@ -139,7 +139,7 @@ def text_view(x: torch.Tensor, g: torch.Generator, crop: float = 0.8, ratio: flo
     bytes, which the model already learns to read as "no information".
     """
     B, T = x.shape
-    keep = max(1, int(round(crop * T)))
+    keep = max(1, round(crop * T))
     start = torch.randint(0, T - keep + 1, (B,), generator=g)  # (B,)
     idx = start[:, None] + torch.arange(keep)  # (B, keep)
     window = torch.gather(x, 1, idx)
