@@ -139,9 +139,11 @@ class PretrainConfig(Section):
     temperature: float = Field(0.5, gt=0)
     proj_dim: int = Field(128, ge=2)  # contrastive: width of the projection head's output
     corruption: float = Field(0.6, gt=0, lt=1)  # tables: SCARF's share of features replaced (its default)
-    crop_scale: float = Field(0.7, gt=0, le=1)  # images: smallest crop, as a share of the area
+    # images: smallest crop, as a share of the area; at 0.7 a pixel SVM trained on clean
+    # digits fell below 90 % on the views, at 0.8 it stays above (tests/ssl/test_views.py).
+    crop_scale: float = Field(0.8, gt=0, le=1)
     rotation: float = Field(12.0, ge=0, le=180)  # images: largest rotation, degrees
-    translate: float = Field(0.1, ge=0, lt=1)  # images: largest shift, as a share of the side
+    translate: float = Field(0.0, ge=0, lt=1)  # images: extra shift beyond the crop's, share of the side
     noise: float = Field(0.05, ge=0)  # images: Gaussian noise std, as a share of each image's range
     text_crop: float = Field(0.8, gt=0, le=1)  # text: share of each window a view keeps
     # masked: share hidden; None: by kind (tables 0.3 as VIME, images 0.5, text 0.15 as BERT).

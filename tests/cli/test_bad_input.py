@@ -135,6 +135,26 @@ def case_bench_export_no_run(tmp_path):
     return ["bench", "export"], "give one exported run folder"
 
 
+def case_init_not_a_run(tmp_path):
+    return ["train", recipe(tmp_path, "iris"), "--init", str(tmp_path / "nope")], "no such run folder"
+
+
+def case_pretrain_on_sequences(tmp_path):
+    return ["pretrain", recipe(tmp_path, "parity")], "does not apply to sequence data"
+
+
+def case_label_fraction_on_text(tmp_path):
+    return ["train", recipe(tmp_path, "python-corpus", "  label_fraction: 0.5\n")], "label_fraction"
+
+
+def case_fewshot_bad_shots(tmp_path):
+    return ["fewshot", str(tmp_path), "--shots", "one"], "whole numbers"
+
+
+def case_fewshot_not_a_run(tmp_path):
+    return ["fewshot", str(tmp_path), "--shots", "1"], "not a glassbox run folder"
+
+
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 
 
@@ -142,7 +162,7 @@ CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
     argv, needle = case(tmp_path)
     out_dir = tmp_path / "runs"
-    if argv[0] == "train":
+    if argv[0] in ("train", "pretrain"):
         argv = [*argv, "--out", str(out_dir)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -14,6 +14,8 @@ from glassbox.cli.main import app, main
 VERBS = [
     "demo",
     "train",
+    "pretrain",
+    "fewshot",
     "federate",
     "render-config",
     "datasets",

@@ -57,10 +57,39 @@ def patches(x: torch.Tensor, p: int) -> torch.Tensor:
     return F.unfold(x, kernel_size=p, stride=p).transpose(1, 2)
 
 
+def hidden_mse(pred: torch.Tensor, target: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """MAE's loss: squared error per patch (B, P, D), averaged over the ``hidden`` (B, P) patches only."""
+    err = (pred - target).pow(2).mean(dim=-1)  # (B, P)
+    return (err * hidden).sum() / hidden.sum().clamp(min=1)
+
+
 def random_keep(B: int, P: int, n_keep: int, g: torch.Generator) -> torch.Tensor:
     """(B, n_keep) sorted indices of the patches each example keeps visible (MAE's random shuffle)."""
     noise = torch.rand(B, P, generator=g)
     return noise.argsort(dim=1)[:, :n_keep].sort(dim=1).values
+
+
+def encode_visible(model: nn.Module, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """(B, 1 + K, dim) the encoder blocks run on CLS and the visible patches ``keep`` (B, K) only.
+
+    Hidden patches are blanked to the input mean (0 after standardizing)
+    before the tokenizer, so a conv stem cannot carry their pixels into
+    visible tokens: nothing here depends on a hidden pixel.
+    """
+    tok = model.tokenizer
+    B, _, H, W = x.shape
+    p = tok.patchify.kernel_size[0]
+    gh, gw = H // p, W // p
+    hidden = torch.ones(B, gh * gw, dtype=torch.bool)
+    hidden[torch.arange(B)[:, None], keep] = False  # (B, P)
+    pixel_hidden = hidden.view(B, 1, gh, 1, gw, 1).expand(B, 1, gh, p, gw, p).reshape(B, 1, H, W)
+    blanked = torch.where(pixel_hidden, tok.mean.to(x.dtype), x)
+    tokens = model.drop(tok(blanked))  # (B, 1 + P, dim), CLS first, positions added
+    idx = torch.cat([torch.zeros(B, 1, dtype=torch.long), keep + 1], dim=1)  # (B, 1 + K)
+    h = torch.gather(tokens, 1, idx[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, 1 + K, dim)
+    for block in model.blocks:
+        h, _ = block(h)
+    return h
 
 
 @METHODS.register("masked")
@@ -133,24 +162,15 @@ class Masked(Method):
         keep = random_keep(B, P, n_keep, g)  # (B, K)
         hidden = torch.ones(B, P, dtype=torch.bool)
         hidden[torch.arange(B)[:, None], keep] = False  # (B, P) True: hidden
-        z = (x - tok.mean) / tok.std  # (B, C, H, W) standardized, the reconstruction target's scale
-        # Blank hidden patches (to the mean, 0 after standardizing) before the
-        # tokenizer, so a conv stem cannot carry their pixels into visible tokens.
-        pixel_hidden = hidden.view(B, 1, gh, 1, gw, 1).expand(B, 1, gh, p, gw, p).reshape(B, 1, H, W)
-        blanked = torch.where(pixel_hidden, tok.mean.to(x.dtype), x)
-        tokens = model.drop(tok(blanked))  # (B, 1 + P, dim), CLS first, positions added
+        h = encode_visible(model, x, keep)  # (B, 1 + K, dim), final norm not yet applied
         idx = torch.cat([torch.zeros(B, 1, dtype=torch.long), keep + 1], dim=1)  # (B, 1 + K)
-        h = torch.gather(tokens, 1, idx[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, 1 + K, dim)
-        for block in model.blocks:  # the encoder proper, on visible tokens only
-            h, _ = block(h)
         h = self.dec_in(model.norm(h))  # (B, 1 + K, dim)
         full = self.mask_token.expand(B, 1 + P, -1).clone()  # (B, 1 + P, dim)
         full.scatter_(1, idx[..., None].expand(-1, -1, h.shape[-1]), h)
         d, _ = self.decoder(full + self.dec_pos)
         pred = self.dec_out(self.dec_norm(d[:, 1:]))  # (B, P, C*p*p)
-        target = patches(z, p)  # (B, P, C*p*p)
-        err = (pred - target).pow(2).mean(dim=-1)  # (B, P)
-        rec = (err * hidden).sum() / hidden.sum().clamp(min=1)
+        target = patches((x - tok.mean) / tok.std, p)  # (B, P, C*p*p), the scale the tokenizer reads
+        rec = hidden_mse(pred, target, hidden)
         return rec, {"reconstruction": float(rec.detach())}
 
     def _bytes(self, model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, dict]:

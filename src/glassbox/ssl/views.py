@@ -53,7 +53,7 @@ def scarf_view(x: torch.Tensor, pool: torch.Tensor, corruption: float, g: torch.
 def affine_params(
     B: int,
     g: torch.Generator,
-    scale: tuple[float, float] = (0.7, 1.0),
+    scale: tuple[float, float] = (0.8, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     degrees: float = 12.0,
     translate: float = 0.1,
@@ -85,9 +85,10 @@ def image_view(
     x: torch.Tensor,
     g: torch.Generator,
     *,
-    scale: tuple[float, float] = (0.7, 1.0),
+    scale: tuple[float, float] = (0.8, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
     degrees: float = 12.0,
-    translate: float = 0.1,
+    translate: float = 0.0,
     noise: float = 0.05,
     background: float | None = None,
 ) -> torch.Tensor:
@@ -97,10 +98,12 @@ def image_view(
     each image's minimum, the paper colour of a scan). ``noise`` is the
     standard deviation of the added Gaussian noise relative to each image's
     value range. Defaults are mild on purpose: an 8 x 8 digit cropped to
-    half its area is often another digit.
+    half its area is often another digit, and the crop's own position
+    already shifts it, so no further ``translate`` (a shift of 0.1 of the
+    side on top dropped a pixel SVM trained on clean digits from 97 % to 59 %).
     """
     B = x.shape[0]
-    theta = affine_params(B, g, scale=scale, degrees=degrees, translate=translate).to(x.dtype)
+    theta = affine_params(B, g, scale=scale, ratio=ratio, degrees=degrees, translate=translate).to(x.dtype)
     lo = (
         x.amin(dim=(1, 2, 3), keepdim=True)
         if background is None
