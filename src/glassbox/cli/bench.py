@@ -21,6 +21,7 @@ BENCHMARKS = {
     "mqar": "mqar.py",
     "serve": "serve_load.py",
     "speculative": "speculative.py",
+    "ssl": "self_supervised.py",  # not ssl.py: run as a script it would shadow the standard library's ssl
     "merging": "token_merging.py",
     "valuation": "valuation.py",
 }
