@@ -207,7 +207,7 @@ def targets(summary: dict[str, Any]) -> dict[str, Any]:
             "value": a100,
             "supervised": sup,
             "met": a100 >= sup - 0.005,
-        },  # fmt: skip
+        },
         "pretraining_under_5_minutes": {"seconds": secs, "met": max(secs.values()) < 300},
     }
 
