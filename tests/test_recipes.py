@@ -42,3 +42,10 @@ def test_digits_reaches_95_percent(tmp_path):
 def test_fraud_ranks_fraud_well(tmp_path):
     run = run_recipe(load_recipe(shipped_recipes()["fraud"], ["report.enabled=false"]), tmp_path)
     assert run.meta()["results"]["test_auroc"] >= 0.85
+
+
+@pytest.mark.slow
+def test_digits_ssl_probe_on_five_percent_of_labels(tmp_path):
+    # Pretraining (150 epochs, ~85 s on one thread) then a linear probe on 58 labels.
+    run = run_recipe(load_recipe(shipped_recipes()["digits_ssl"], ["report.enabled=false"]), tmp_path)
+    assert run.meta()["results"]["test_accuracy"] >= 0.90

@@ -68,3 +68,16 @@ def test_valuation_quick_json(capsys) -> None:
         assert set(cells) == {"plain", "order1_vb8", "order2_vb8"}
         assert all(cells[k]["throughput_ratio"] > 0 for k in ("order1_vb8", "order2_vb8"))
     assert any(k.startswith("throughput digits sgd order1_vb8") for k in res["targets"])
+
+
+def test_ssl_quick_json(capsys) -> None:
+    # wine, seed 0, 5 pretraining epochs, 2 draws: every column of the table, in seconds.
+    assert main(["bench", "ssl", "--quick", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    table = res["results"]["wine"]["table"]
+    assert list(table) == ["1-shot", "5-shot", "1%", "5%", "10%", "100%"]
+    cols = set(table["1-shot"]) - {"labels"}
+    for feat in ("raw", "random", "contrastive", "vicreg", "masked"):
+        assert {f"{feat}_probe", f"{feat}_prototype"} <= cols
+    assert "supervised" in cols and table["1-shot"]["labels"] == 3
+    assert all(0 <= table[s][c]["mean"] <= 1 for s in table for c in cols)
