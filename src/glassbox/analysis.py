@@ -306,10 +306,12 @@ def write_run_report(
 
 def write_pretrain_report(run: Run, recipe: Recipe, data: dict[str, Any]) -> None:
     """``report.html`` of a ``glassbox pretrain`` run: data, configuration, the pretraining section."""
+    from glassbox.nn import load_model
     from glassbox.report import write_report
-    from glassbox.report.ssl import pretrain_section
+    from glassbox.report.ssl import encoder_figures, pretrain_section
 
     record = _read_json(run, "pretrain.json") or {}
+    figures = encoder_figures(load_model(run.path), data["test"], data["pool"], recipe.pretrain, recipe.seed)
     summary = data["full"].summary()
     summary["unlabeled rows"] = f"{record.get('rows')} training rows, labels unused"
     run.seal()
@@ -322,7 +324,7 @@ def write_pretrain_report(run: Run, recipe: Recipe, data: dict[str, Any]) -> Non
             history=[],
             test_metrics={},
             meta=run.meta(),
-            extra_sections=[pretrain_section(record, _read_json(run, "fewshot.json"))],
+            extra_sections=[pretrain_section(record, _read_json(run, "fewshot.json"), figures)],
         )
 
 

@@ -385,3 +385,35 @@ def image_grid_plot(
         ax.set_title(captions[i], fontsize=7.5, color=color, linespacing=1.1)
     fig.suptitle(title, fontsize=11, y=1 - 0.06 / height, va="top")
     return _png(fig)
+
+
+def embedding_plot(Z: np.ndarray, y: np.ndarray, classes: Sequence[str], *, title: str) -> bytes:
+    """The first two principal components of embeddings ``Z`` (N, D), one colour per class.
+
+    PCA (an SVD of the centred rows), not t-SNE or UMAP: linear, so clusters
+    that look separable here are separable by a linear probe too.
+    """
+    Z = np.asarray(Z, dtype=float)
+    Zc = Z - Z.mean(0)
+    _, s, vt = np.linalg.svd(Zc, full_matrices=False)
+    P = Zc @ vt[:2].T  # (N, 2)
+    share = (s[:2] ** 2).sum() / max((s**2).sum(), 1e-12)
+    fig = _figure(5.2, 4.2)
+    ax = fig.add_subplot()
+    cmap = _cmap("tab10" if len(classes) <= 10 else "tab20")
+    for k, name in enumerate(classes):
+        pts = P[np.asarray(y) == k]
+        ax.scatter(pts[:, 0], pts[:, 1], s=9, alpha=0.75, color=cmap(k % cmap.N), label=_short(str(name)))
+    ax.set_title(f"{title} ({100 * share:.0f} % of the variance)")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    _tidy(ax)
+    if len(classes) <= 12:
+        ax.legend(frameon=False, fontsize=7, markerscale=1.5, loc="best")
+    return _png(fig)
+
+
+def _cmap(name: str) -> Any:
+    from matplotlib import colormaps
+
+    return colormaps[name]

@@ -38,8 +38,15 @@ def fewshot_table(results: Sequence[Mapping[str, Any]]) -> str:
     return f"<table><tr><th>labels</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def pretrain_section(record: Mapping[str, Any], fewshot: Sequence[Mapping[str, Any]] | None = None) -> dict:
-    """Section dict for ``write_report``: what was pretrained on how much, the curve, the few-shot table."""
+def pretrain_section(
+    record: Mapping[str, Any],
+    fewshot: Sequence[Mapping[str, Any]] | None = None,
+    extra_figures: Sequence[Mapping[str, Any]] = (),
+) -> dict:
+    """Section dict for ``write_report``: what was pretrained on how much, the curve, the few-shot table.
+
+    ``extra_figures`` (``html._figure`` dicts, e.g. from ``encoder_figures``) join the curves.
+    """
     from glassbox.report.html import _figure, figures_html
     from glassbox.report.plots import curve_plot
 
@@ -59,6 +66,7 @@ def pretrain_section(record: Mapping[str, Any], fewshot: Sequence[Mapping[str, A
         png = curve_plot(history, others, title="Terms of the objective", ylabel="value")
         if png is not None:
             figures.append(_figure("Terms of the objective", png, "pretrain-terms"))
+    figures += list(extra_figures)
     if figures:
         parts.append(figures_html(figures))
     if fewshot:
@@ -69,3 +77,35 @@ def pretrain_section(record: Mapping[str, Any], fewshot: Sequence[Mapping[str, A
         )
         parts.append(fewshot_table(fewshot))
     return {"title": "Self-supervised pretraining", "html": "\n".join(parts)}
+
+
+def encoder_figures(model: Any, test: Any, pool: Any, cfg: Any, seed: int = 0) -> list[dict]:
+    """What a reader would rather look at: test embeddings by class, and for images, a few views."""
+    import numpy as np
+    import torch
+
+    from glassbox.report.html import _figure
+    from glassbox.report.plots import embedding_plot, image_grid_plot
+    from glassbox.ssl.base import embed
+
+    figures = []
+    if test.task == "classification" and len(test) >= 3:
+        Z = embed(model, test.X).numpy()
+        png = embedding_plot(Z, test.y.numpy(), [str(c) for c in test.classes], title="Test embeddings")
+        figures.append(_figure("Test embeddings of the frozen encoder, first two principal components", png,
+                               "pretrain-embeddings"))  # fmt: skip
+    if pool.kind == "image":
+        from glassbox.ssl.base import make_view
+
+        g = torch.Generator().manual_seed(seed)
+        x = pool.X[:4]
+        views = [x, make_view("image", x, g, None, cfg), make_view("image", x, g, None, cfg)]
+        grid = torch.stack(views, 1).flatten(0, 1).numpy()  # (12, C, H, W): each image, then two views
+        lo, hi = grid.min(axis=(1, 2, 3), keepdims=True), grid.max(axis=(1, 2, 3), keepdims=True)
+        grid = (grid - lo) / np.maximum(hi - lo, 1e-8)
+        captions = [
+            f"row {int(r)}\n{name}" for r in pool.index[:4] for name in ("original", "view 1", "view 2")
+        ]
+        png = image_grid_plot(grid, captions, title="Two random views of each image", columns=6)
+        figures.append(_figure("Views the contrastive objective compares", png, "pretrain-views"))
+    return figures
