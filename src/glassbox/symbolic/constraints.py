@@ -46,6 +46,7 @@ import torch
 
 NEG_INF = float("-inf")
 
+
 def logsumexp(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``torch.logsumexp`` whose gradient stays finite where every term is -inf.
 
@@ -175,7 +176,9 @@ class CompiledRule:
         acc = acc[final_obs] if final_obs is not None else acc[0].expand(B, -1)  # (B, S)
         return logsumexp(alpha + acc, dim=1)  # (B,)
 
-    def semantic_loss(self, logp: torch.Tensor | Sequence[torch.Tensor], **obs: torch.Tensor | None) -> torch.Tensor:
+    def semantic_loss(
+        self, logp: torch.Tensor | Sequence[torch.Tensor], **obs: torch.Tensor | None
+    ) -> torch.Tensor:
         """Mean ``-log P(rule holds)`` over the batch: train a perception model from the rule alone."""
         return -self.log_prob(logp, **obs).mean()
 

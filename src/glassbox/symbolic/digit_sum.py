@@ -109,7 +109,9 @@ def digit_pools(seed: int = 0, test_fraction: float = 0.2) -> Pools:
     d = load_digits()
     X = torch.tensor(d.images, dtype=torch.float32)[:, None]  # (1797, 1, 8, 8)
     y = torch.tensor(d.target, dtype=torch.int64)
-    tr, te = train_test_split(np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=d.target)
+    tr, te = train_test_split(
+        np.arange(len(y)), test_size=test_fraction, random_state=seed, stratify=d.target
+    )
     return Pools(X[tr], y[tr], X[te], y[te])
 
 
@@ -142,7 +144,9 @@ def shift_augment(x: torch.Tensor, g: torch.Generator, max_shift: int = 1) -> to
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, pools: Pools, n_digits: int, n_sums: int = 1000, seed: int = 0) -> dict[str, float]:
+def evaluate(
+    net: nn.Module, pools: Pools, n_digits: int, n_sums: int = 1000, seed: int = 0
+) -> dict[str, float]:
     """Digit accuracy on every test image; sum accuracy on ``n_sums`` seeded test sums (argmax digits)."""
     net.eval()
     digit_acc = float((net(pools.test_x).argmax(1) == pools.test_y).float().mean())
