@@ -14,6 +14,7 @@ from glassbox.cli.common import print_json
 # NAME -> file in benchmarks/; each file has main(argv) -> dict.
 BENCHMARKS = {
     "attention": "attention_speed.py",
+    "digit-sum": "digit_sum.py",
     "explain": "explain_quality.py",
     "fairness": "fairness.py",
     "federated": "federated.py",

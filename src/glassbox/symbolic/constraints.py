@@ -29,7 +29,8 @@ program to.
 >>> import torch
 >>> # "the two digits sum to s": one step reading both digits, the state is the sum.
 >>> rule = Automaton(n_states=19, start=0, groups=[(10, 10)],
-...                  step=lambda s, v, obs: v[0] + v[1], accept=lambda s, obs: s == obs).compile(obs_values=19)
+...                  step=lambda s, v, obs: v[0] + v[1], accept=lambda s, obs: s == obs)
+>>> rule = rule.compile(obs_values=19)
 >>> p = torch.full((1, 2, 10), 0.1).log()  # two uniform digits
 >>> round(float(rule.log_prob(p, final_obs=torch.tensor([9])).exp()), 4)  # 10 of 100 pairs sum to 9
 0.1
