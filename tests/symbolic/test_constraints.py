@@ -129,3 +129,27 @@ def test_sums_are_built_from_their_digits():
     assert torch.equal(s, a + b)
     d, top = sum_digits(s, 3)
     assert torch.equal((d * torch.tensor([1, 10, 100])).sum(1) + 1000 * top, s)
+
+
+def test_the_readme_rule_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "glassbox.symbolic" in b)
+    scope = {"log_probs": random_logp((3, 5, 2), seed=0)}
+    exec(compile(block, "README.md", "exec"), scope)
+    loss = scope["loss"]
+    ref = (
+        -sum(
+            brute_force_log_prob(
+                Automaton(
+                    3, 0, [(2,)] * 5, lambda c, v, o: None if c + v[0] > 2 else c + v[0], lambda c, o: c == 2
+                ),
+                list(row),
+            )
+            for row in scope["log_probs"]
+        )
+        / 3
+    )
+    assert float(loss) == pytest.approx(ref, abs=1e-9)
