@@ -17,8 +17,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"  # for --group
 	# explain: captum, fairlearn; federated: Flower (simulation engine, DP accounting) and Opacus;
-	# edge: ONNX, onnxscript, ONNX Runtime, FastAPI and uvicorn.
-	$(PIP) -e ".[explain,federated,edge]" --group dev
+	# edge: ONNX, onnxscript, ONNX Runtime, FastAPI and uvicorn; quantum: PennyLane.
+	$(PIP) -e ".[explain,federated,edge,quantum]" --group dev
 	touch $(STAMP)
 
 install: $(STAMP)

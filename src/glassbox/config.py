@@ -66,6 +66,13 @@ class ModelConfig(Section):
     # (text, sequence) models cannot merge. Changeable after training:
     # Transformer.set_merge(r).
     merge_r: int = Field(0, ge=0)
+    # Classifier head on the CLS features (classification only; text and sequence models keep linear):
+    # linear: one Linear layer; quantum: glassbox.nn.quantum.QuantumHead, a simulated
+    # variational circuit (needs the quantum extra, PennyLane); classical_small:
+    # ClassicalHead, the same shape with a small MLP in place of the circuit, its baseline.
+    head: Literal["linear", "quantum", "classical_small"] = "linear"
+    qubits: int = Field(4, ge=1, le=12)  # quantum, classical_small: width; simulation cost is 2**qubits
+    quantum_layers: int = Field(2, ge=1)  # quantum: entangling layers; classical_small: MLP sized to match
 
 
 class TrainConfig(Section):

@@ -20,10 +20,12 @@ BENCHMARKS = {
     "federated": "federated.py",
     "ledger": "ledger.py",
     "mqar": "mqar.py",
+    "quantum": "quantum.py",
     "serve": "serve_load.py",
     "speculative": "speculative.py",
     "ssl": "self_supervised.py",  # not ssl.py: run as a script it would shadow the standard library's ssl
     "merging": "token_merging.py",
+    "sensitivity": "sensitivity.py",
     "valuation": "valuation.py",
 }
 

@@ -66,7 +66,17 @@ class Transformer(nn.Module):
             for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, n_outputs)
+        self.head: nn.Module
+        if cfg.head == "linear":
+            self.head = nn.Linear(cfg.dim, n_outputs)
+        elif self.lm:  # _check refuses this first; a hand-edited spec reaches here
+            raise UserError(f"model.head={cfg.head} is for classifiers; {kind} models need model.head=linear")
+        else:
+            # PennyLane itself is imported only when a QuantumHead is built, so linear models never need it.
+            from glassbox.nn.quantum import ClassicalHead, QuantumHead
+
+            small = QuantumHead if cfg.head == "quantum" else ClassicalHead
+            self.head = small(cfg.dim, n_outputs, qubits=cfg.qubits, layers=cfg.quantum_layers)
         self.spec_: dict[str, Any] = {}  # filled by build_model / model_from_spec
         self.merge_r = 0
         self.set_merge(cfg.merge_r)
@@ -174,6 +184,11 @@ def _check(config: ModelConfig, dataset: Dataset) -> None:
         raise UserError(
             f"text windows of {dataset.X.shape[1] - 1} bytes are longer than model.max_len={config.max_len}; "
             "raise model.max_len or lower data.seq_len"
+        )
+    if config.head != "linear" and dataset.task != "classification":
+        raise UserError(
+            f"model.head={config.head} is a classifier head; {dataset.kind} models predict the next token"
+            " through a linear head, so set model.head=linear"
         )
     if dataset.task == "classification" and dataset.n_classes < 1:
         raise UserError(f"dataset '{dataset.name}' has no classes to predict")
