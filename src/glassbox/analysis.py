@@ -58,6 +58,8 @@ def check_analyses(recipe: Recipe, data: dict[str, Any]) -> None:
             raise UserError(
                 f"explain.rows: {bad} is not in the test split (0 to {len(test) - 1}); pick others"
             )
+    if recipe.sensitivity is not None:
+        sensitivity_kind(test)
     if recipe.audit is not None:
         _need("fairlearn", "the fairness audit")
         if test.task != "classification" or test.n_classes != 2:
@@ -66,6 +68,55 @@ def check_analyses(recipe: Recipe, data: dict[str, Any]) -> None:
                 f" {test.n_classes or 'no'} classes; remove the audit: section"
             )
         groups_for(test, recipe.audit.sensitive)
+
+
+# -- sensitivity ----------------------------------------------------------------------------
+SENSITIVITY = "sensitivity.json"
+
+
+def sensitivity_kind(data: Any) -> str:
+    """How a run's inputs are perturbed: bit flips for 0/1 tables, else resampling; patches for images."""
+    if data.task != "classification" or data.kind not in ("tabular", "image"):
+        raise UserError(
+            f"sensitivity: is measured for tabular and image classifiers, not {data.kind} {data.task} data;"
+            " remove the sensitivity: section"
+        )
+    if data.kind == "image":
+        return "image"
+    binary = bool(((data.X == 0) | (data.X == 1)).all())
+    return "boolean" if binary else "tabular"
+
+
+def sensitivity_tracker(recipe: Recipe, data: dict[str, Any]) -> Any:
+    """The callback that follows the model's sensitivity on ``probes`` training rows at epoch ends."""
+    import torch
+
+    from glassbox.audit.sensitivity import SensitivityTracker
+
+    cfg, train = recipe.sensitivity, data["train"]
+    g = torch.Generator().manual_seed(recipe.seed)
+    probe = train.X[torch.randperm(len(train), generator=g)[: cfg.probes]]
+    kind = sensitivity_kind(train)
+    return SensitivityTracker(
+        probe, kind, pool=train.X, every=cfg.every, n_rows=cfg.probes, patch=cfg.patch, draws=cfg.draws,
+        seed=recipe.seed,
+    )  # fmt: skip
+
+
+def measure_sensitivity(recipe: Recipe, model: nn.Module, data: dict[str, Any]) -> dict[str, Any]:
+    """The trained model's average sensitivity on ``rows`` test rows (replacements from training rows)."""
+    import torch
+
+    from glassbox.audit.sensitivity import average_sensitivity, predict_fn
+
+    cfg, test = recipe.sensitivity, data["test"]
+    kind = sensitivity_kind(test)
+    result = average_sensitivity(
+        predict_fn(model), test.X, kind, n_rows=cfg.rows, pool=data["train"].X, patch=cfg.patch,
+        draws=cfg.draws, generator=torch.Generator().manual_seed(recipe.seed),
+    )  # fmt: skip
+    result["positions"] = "features" if test.kind == "tabular" else f"{cfg.patch}x{cfg.patch} patches"
+    return result
 
 
 # -- explanations -------------------------------------------------------------------------
@@ -241,6 +292,17 @@ def write_run_report(
 
         facts = lm_facts(load_model(run.path), test, recipe.data.source, recipe.data.max_bytes, recipe.seed)
         sections.append(lm_section({**facts, "test_bits_per_byte": results.get("test_bits_per_byte")}))
+    sens = _read_json(run, SENSITIVITY)
+    if sens is not None:
+        from glassbox.report.sensitivity import sensitivity_section
+
+        curve = [r for r in run.metrics() if "sensitivity" in r]
+        sections.append(sensitivity_section(sens, curve))
+    twin = _read_json(run, "quantum_twin.json")
+    if twin is not None:
+        from glassbox.report.quantum import twin_section
+
+        sections.append(twin_section(twin))
     pretrained = _read_json(run, "pretrain.json")
     if pretrained is not None:
         from glassbox.report.ssl import pretrain_section

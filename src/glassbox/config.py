@@ -127,6 +127,18 @@ class ValuationConfig(Section):
 ExplainMethod = Literal["integrated_gradients", "deeplift", "kernel_shap", "rollout", "grad_rollout"]
 
 
+class SensitivityConfig(Section):
+    """Average sensitivity of the model (glassbox.audit.sensitivity): at the end and during training."""
+
+    rows: int = Field(
+        500, ge=1
+    )  # test rows (a seeded sample) of the final measurement; each costs n forwards
+    probes: int = Field(64, ge=1)  # training rows measured at every `every`-th epoch end (the curve)
+    every: int = Field(1, ge=1)
+    patch: int = Field(2, ge=1)  # images: side of the square one perturbation replaces
+    draws: int = Field(1, ge=1)  # real-valued data: replacement draws per row and position
+
+
 class PretrainConfig(Section):
     """Self-supervised pretraining of the encoder before supervised training (glassbox.ssl)."""
 
@@ -269,6 +281,7 @@ class Recipe(Section):
     federated: FederatedConfig | None = None  # read by `glassbox federate`; `train` ignores it
     dynamics: DynamicsConfig | None = None  # `dynamics: {}` tracks how each step moves the probes
     pretrain: PretrainConfig | None = None  # `pretrain: {}` pretrains the encoder before training
+    sensitivity: SensitivityConfig | None = None  # `sensitivity: {}` measures the model's average sensitivity
     report: ReportConfig = ReportConfig()
 
 

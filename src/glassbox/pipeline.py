@@ -306,6 +306,10 @@ def _train_and_report(
         from glassbox.ssl.stage import freeze_encoder
 
         freeze_encoder(model)
+    if recipe.sensitivity is not None:
+        from glassbox.analysis import sensitivity_tracker
+
+        callbacks = [*callbacks, sensitivity_tracker(recipe, data)]
     if recipe.dynamics is not None:
         from glassbox.audit.dynamics import DynamicsTracker
 
@@ -346,6 +350,12 @@ def _train_and_report(
         steps=trainer.global_step_,
         data={"train": len(train), "val": len(val), "test": len(test)},
     )
+    if recipe.sensitivity is not None:
+        from glassbox.analysis import SENSITIVITY, measure_sensitivity
+
+        run.write_json(SENSITIVITY, measure_sensitivity(recipe, model, data))
+    if recipe.model.head == "quantum" and train.task == "classification":
+        run.write_json("quantum_twin.json", _classical_twin(recipe, data, model, test_metrics, trainer))
     if recipe.explain is not None:
         from glassbox.analysis import EXPLANATIONS, explain_model
 
@@ -360,6 +370,45 @@ def _train_and_report(
         write_run_report(run, recipe, data)
     # Checkpoints exist to survive a kill; a completed run's weights are model.safetensors.
     run.remove(CHECKPOINTS)
+
+
+def _classical_twin(recipe: Recipe, data: dict[str, Any], model: Any, metrics: dict, trainer: Any) -> dict:
+    """A quantum head is always reported beside a classical head of the same size on the same features.
+
+    The twin is the same recipe with ``model.head: classical_small`` (same
+    input layer, squashing and output layer; a small MLP with about as many
+    parameters as the circuit), trained on the same rows with the same seed.
+    """
+    import time
+
+    import torch
+
+    from glassbox.nn import build_model
+    from glassbox.train import Trainer
+
+    twin_recipe = recipe.model_copy(
+        update={"model": recipe.model.model_copy(update={"head": "classical_small"})}
+    )
+    _seed_everything(recipe.seed)
+    twin = build_model(twin_recipe.model, data["pool"])
+    start = time.perf_counter()
+    twin_trainer = Trainer(twin, recipe.train, seed=recipe.seed).fit(data["train"], data["val"])
+    seconds = time.perf_counter() - start
+    twin_metrics = twin_trainer.evaluate(data["test"])
+
+    def head_params(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.head.parameters())
+
+    return {
+        "quantum": {
+            "test": metrics, "head_parameters": head_params(model), "best_epoch": trainer.best_epoch_,
+            "qubits": recipe.model.qubits, "layers": recipe.model.quantum_layers,
+        },
+        "classical_small": {
+            "test": twin_metrics, "head_parameters": head_params(twin),
+            "best_epoch": twin_trainer.best_epoch_, "train_seconds": round(seconds, 2),
+        },
+    }  # fmt: skip
 
 
 def report_sections(run: Run, data: dict[str, Any], valuation: Any, test_metrics: dict) -> list[dict]:

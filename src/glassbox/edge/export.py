@@ -78,6 +78,13 @@ def check_exportable(model: Transformer) -> None:
             f"export covers tabular and image classifiers; this run's model is a {spec.get('kind')}"
             f" {spec.get('task')} model, which glassbox cannot export yet"
         )
+    head = spec.get("model", {}).get("head", "linear")
+    if head == "quantum":
+        # PennyLane's TorchLayer runs a simulator in Python; no ONNX operator stands for it.
+        raise UserError(
+            "the quantum head (model.head: quantum) is a simulated circuit that ONNX cannot express;"
+            " export a model trained with model.head: linear or classical_small"
+        )
 
 
 def example_input(model: Transformer, batch: int = EXAMPLE_BATCH) -> torch.Tensor:

@@ -96,6 +96,8 @@ _KIND_BY_NAME = {
     "explanations.json": "explanation",
     "audit.json": "audit",
     "pretrain.json": "pretrain",
+    "sensitivity.json": "audit",
+    "quantum_twin.json": "metrics",
     "fewshot.json": "pretrain",
 }
 
