@@ -54,8 +54,8 @@ def test_quantum_head_is_reported_beside_its_classical_twin(tmp_path):
 def test_export_refuses_a_quantum_head():
     from glassbox.edge.export import check_exportable
 
-    class Fake:
-        spec_ = {"task": "classification", "kind": "tabular", "model": {"head": "quantum"}}
+    from types import SimpleNamespace
 
+    fake = SimpleNamespace(spec_={"task": "classification", "kind": "tabular", "model": {"head": "quantum"}})
     with pytest.raises(UserError, match="ONNX cannot express"):
-        check_exportable(Fake())
+        check_exportable(fake)
