@@ -52,9 +52,9 @@ def test_quantum_head_is_reported_beside_its_classical_twin(tmp_path):
 
 
 def test_export_refuses_a_quantum_head():
-    from glassbox.edge.export import check_exportable
-
     from types import SimpleNamespace
+
+    from glassbox.edge.export import check_exportable
 
     fake = SimpleNamespace(spec_={"task": "classification", "kind": "tabular", "model": {"head": "quantum"}})
     with pytest.raises(UserError, match="ONNX cannot express"):
