@@ -170,13 +170,21 @@ def run_recipe(
     without the lowest-valued tenth of the training rows (see glassbox.valuation.cleaning).
     ``init``: a run folder (from ``glassbox pretrain``) whose encoder the model starts from.
     """
+    from glassbox.train import distributed
     from glassbox.valuation.stage import ValuationStage
 
+    d = distributed.init()  # under torchrun: join the job; otherwise one process
     data = prepare_data(recipe, clean)  # bad data fails here, before any run folder exists
     _check_ssl(recipe, data, init)  # and a pretrain section or --init that cannot apply
+    _check_distributed(recipe, d)
     stage = ValuationStage(recipe.valuation, data["train"], data["val"], recipe.seed)  # and bad valuation
     check_analyses(recipe, data)  # and explain/audit sections that cannot run on this data
-    run = Run.create(out, recipe.name, seed=recipe.seed, recipe=recipe.name)
+    if not d.main:  # a worker: rank 0 makes the folder, this rank trains its shards beside it
+        run_path = Path(distributed.broadcast_object(None))
+        _train_worker(run_path, recipe, data, stage, resume=False, init=init)
+        return Run(run_path)
+    run = Run.create(out, recipe.name, seed=recipe.seed, recipe=recipe.name, world_size=d.world)
+    _announce(run, d)
     with run:
         run.write_text("config.yaml", render(recipe))
         record_provenance(run, recipe, data)
@@ -186,6 +194,62 @@ def run_recipe(
             run.update_meta(cleaning=data["cleaning"])
         _train_and_report(run, recipe, data, stage, callbacks or [], progress, resume=False, init=init)
     return run
+
+
+def _check_distributed(recipe: Recipe, d: Any) -> None:
+    from glassbox.errors import UserError
+
+    if d.active and recipe.pretrain is not None:
+        raise UserError(
+            "pretrain: runs in one process; pretrain first (glassbox pretrain RECIPE), then train"
+            " with --init RUN --nproc N and --set pretrain=null"
+        )
+
+
+def _announce(run: Run, d: Any) -> None:
+    """Under torchrun: tell the other ranks, and the launcher, where the run folder is."""
+    import os
+
+    from glassbox.train import distributed
+
+    if not d.active:
+        return
+    distributed.broadcast_object(str(run.path))
+    run_file = os.environ.get(distributed.RUN_FILE_ENV)
+    if run_file:
+        Path(run_file).write_text(str(run.path))
+
+
+def _train_worker(
+    run_path: Path, recipe: Recipe, data: dict[str, Any], stage: Any, *, resume: bool, init: Any
+) -> None:
+    """What a rank other than 0 does: train its shard of every step, write only its own log."""
+    import torch
+
+    from glassbox.nn import build_model
+    from glassbox.train import Trainer, distributed
+
+    handler = distributed.rank_log(run_path)
+    try:
+        if recipe.train.threads is not None:
+            torch.set_num_threads(recipe.train.threads)
+        _seed_everything(recipe.seed)
+        model = build_model(recipe.model, data["pool"])
+        if init is not None:
+            from glassbox.ssl.stage import load_encoder
+
+            load_encoder(model, init)
+        if recipe.train.head_only:
+            from glassbox.ssl.stage import freeze_encoder
+
+            freeze_encoder(model)
+        callbacks = [distributed.StepLog(), *stage.callbacks()]
+        trainer = Trainer(model, recipe.train, callbacks=callbacks, seed=recipe.seed,
+                          checkpoint_dir=run_path / CHECKPOINTS)  # fmt: skip
+        trainer.fit(data["train"], data["val"], resume=resume)
+    finally:
+        distributed.close_log(handler)
+    distributed.barrier()  # rank 0 records every rank's log once all are closed
 
 
 def _check_ssl(recipe: Recipe, data: dict[str, Any], init: str | Path | None) -> None:
@@ -264,9 +328,17 @@ def resume_run(
     recipe = load_recipe(run.path / "config.yaml")
     cleaning = run.meta().get("cleaning")
     clean = None if cleaning is None else {"values": cleaning["values"], "fraction": cleaning["fraction"]}
+    from glassbox.train import distributed
+
+    d = distributed.init()
     data = prepare_data(recipe, clean)
     stage = ValuationStage(recipe.valuation, data["train"], data["val"], recipe.seed)
-    run.update_meta(status="running", resumed=True, error=None)
+    if not d.main:
+        distributed.broadcast_object(None)
+        _train_worker(run.path, recipe, data, stage, resume=True, init=None)
+        return run
+    run.update_meta(status="running", resumed=True, error=None, world_size=d.world)
+    _announce(run, d)
     with run:
         _train_and_report(run, recipe, data, stage, callbacks or [], progress, resume=True)
     return run
@@ -316,14 +388,27 @@ def _train_and_report(
         g = torch.Generator().manual_seed(recipe.seed)
         probe = train.X[torch.randperm(len(train), generator=g)[: recipe.dynamics.probes]]
         callbacks = [*callbacks, DynamicsTracker(probe, recipe.dynamics.every)]
+    from glassbox.train import distributed
+
+    d = distributed.current()
+    handler = distributed.rank_log(run.path) if d.active else None
+    steplog = [distributed.StepLog()] if d.active else []
     trainer = Trainer(
         model,
         recipe.train,
-        callbacks=[RunLogger(run), ProgressBar(progress), *stage.callbacks(), *callbacks],
+        callbacks=[RunLogger(run), ProgressBar(progress), *steplog, *stage.callbacks(), *callbacks],
         seed=recipe.seed,
         checkpoint_dir=run.path / CHECKPOINTS,
     )
-    trainer.fit(train, val, resume=resume)
+    try:
+        trainer.fit(train, val, resume=resume)
+    finally:
+        if handler is not None:
+            distributed.close_log(handler)
+    if d.active:
+        distributed.barrier()  # every rank's log is closed: record them all
+        logs = sorted(p.relative_to(run.path).as_posix() for p in (run.path / "logs").glob("rank*.log"))
+        run.record("artifact", logs, data={"world_size": d.world})
 
     test_metrics = trainer.evaluate(test)
     run.log(

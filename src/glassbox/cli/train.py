@@ -49,6 +49,12 @@ def train(
         str | None,
         typer.Option(metavar="RUN", help="Start from the encoder of a run made by glassbox pretrain."),
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            metavar="N", min=1, help="Data-parallel worker processes on this machine (torchrun; gloo on CPU)."
+        ),
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Example: glassbox train recipes/digits.yaml --set train.epochs=20
@@ -59,12 +65,35 @@ def train(
     Cleaning: glassbox train RECIPE --drop-lowest 0.1 --values runs/<run>/values.csv
     retrains without the lowest-valued tenth of the training rows and compares both runs.
 
+    Data-parallel: glassbox train RECIPE --nproc 2 (batch_size stays the global
+    batch). On several machines run torchrun with the same command on each:
+    torchrun --nnodes 2 --nproc-per-node 1 --rdzv-backend c10d
+    --rdzv-endpoint HOST:29500 -m glassbox train RECIPE
+
     From a pretrained encoder: glassbox train RECIPE --init runs/<pretrain run>
     (add --set train.head_only=true for a linear probe).
     """
     from glassbox.config import load_recipe
     from glassbox.errors import UserError
     from glassbox.pipeline import resume_run, run_recipe
+    from glassbox.train import distributed
+
+    if nproc > 1 and not distributed.launched_by_torchrun():
+        import sys
+
+        if resume is None:  # a bad recipe fails here, once, not in every worker
+            if recipe is None:
+                raise UserError(
+                    "give a recipe (e.g. glassbox train recipes/healthcare.yaml) or --resume runs/<run>"
+                )
+            load_recipe(resolve_recipe(recipe), set_ or [])
+
+        argv = sys.argv[1:]
+        # The workers run this same command without --nproc; torchrun's environment makes them ranks.
+        argv = [a for i, a in enumerate(argv) if a != "--nproc" and (i == 0 or argv[i - 1] != "--nproc")]
+        argv = [a for a in argv if not a.startswith("--nproc=")]
+        distributed.launch(argv, nproc)  # rank 0 printed the results
+        return
 
     if (drop_lowest is None) != (values is None):
         raise UserError(
@@ -82,7 +111,9 @@ def train(
         raise UserError("give a recipe (e.g. glassbox train recipes/healthcare.yaml) or --resume runs/<run>")
     else:
         run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out, clean=clean, init=init)
-    print_run(run, as_json)
+    if distributed.current().main:
+        print_run(run, as_json)
+    distributed.shutdown()
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from torch import nn
 from glassbox.config import TrainConfig
 from glassbox.data.base import Dataset
 from glassbox.errors import UserError
+from glassbox.train import distributed
 from glassbox.train.callbacks import Callback, MicroBatch, StepInfo
 from glassbox.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from glassbox.train.metrics import classification_metrics, higher_is_better, lm_metrics
@@ -210,12 +211,10 @@ class Trainer:
 
     def _checkpoint(self, epoch: int, batch_in_epoch: int) -> None:
         if self.checkpoint_dir is not None:
-            path = save_checkpoint(
-                self.checkpoint_dir,
-                self.global_step_,
-                self.model.state_dict(),
-                self._state(epoch, batch_in_epoch),
-            )
+            state = self._state(epoch, batch_in_epoch)  # on every rank: callbacks may gather their state
+            if not self.dist_.main:
+                return  # rank 0 alone writes the run folder
+            path = save_checkpoint(self.checkpoint_dir, self.global_step_, self.model.state_dict(), state)
             for cb in self.callbacks:
                 cb.on_checkpoint(self, path)
 
@@ -256,6 +255,13 @@ class Trainer:
             names = ", ".join(type(cb).__name__ for cb in owners)
             raise ValueError(f"only one callback may replace the forward and backward; got {names}")
         self._owner = owners[0] if owners else None
+        self.dist_ = distributed.current()
+        self._ddp: nn.Module | None = None
+        if self.dist_.active and self._owner is None:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Identical seeds give identical initial weights; DDP also broadcasts rank 0's.
+            self._ddp = DistributedDataParallel(self.model)
         self._callback_states: dict[str, Any] = {}
         balanced = c.class_weight == "balanced" and task == "classification"
         self.class_weights_ = self.balanced_weights(train) if balanced else None
@@ -295,14 +301,28 @@ class Trainer:
         return self
 
     def forward_backward(self, micro: MicroBatch) -> torch.Tensor:
-        """Forward and backward of one micro-batch; its gradient share accumulates in ``.grad``."""
-        loss = self.example_losses(self.model(micro.x), micro.y, self.task_).sum() * micro.scale
-        loss.backward()
+        """Forward and backward of one micro-batch; its gradient share accumulates in ``.grad``.
+
+        Under DDP the loss is scaled by the world size, since DDP averages the
+        ranks' gradients and each rank's ``scale`` is already its share of the global batch.
+        """
+        if self._ddp is None:
+            loss = self.example_losses(self.model(micro.x), micro.y, self.task_).sum() * micro.scale
+            loss.backward()
+            return loss.detach()
+        import contextlib
+
+        last = micro.number == micro.count - 1
+        sync = contextlib.nullcontext() if last else self._ddp.no_sync()  # reduce once per step
+        with sync:
+            loss = self.example_losses(self._ddp(micro.x), micro.y, self.task_).sum() * micro.scale
+            (loss * self.dist_.world).backward()
         return loss.detach()
 
     def _micro_batches(self, train: Dataset, idx: torch.Tensor, task: str) -> list[MicroBatch]:
-        scale = self.loss_scale(train.y[idx], task)
-        parts = idx.tensor_split(min(self.config.accumulate, len(idx)))
+        scale = self.loss_scale(train.y[idx], task)  # of the global batch, whichever rank holds a row
+        idx = distributed.shard(idx, self.dist_)  # (a part of the global batch; may be empty)
+        parts = idx.tensor_split(max(1, min(self.config.accumulate, len(idx))))
         out = []
         for m, part in enumerate(parts):
             x, y = self.inputs_targets(train.X[part], train.y[part], task)
@@ -323,6 +343,8 @@ class Trainer:
             for micro in micros:
                 part = step(self, micro) if step is not None else None
                 loss = loss + (part if part is not None else self.forward_backward(micro))
+            if self.dist_.active:
+                loss = self._reduce_step(loss, owned=step is not None)
             if not torch.isfinite(loss):
                 raise UserError(
                     f"training loss became {loss.item()} at step {self.global_step_ + 1}; lower train.lr"
@@ -331,7 +353,8 @@ class Trainer:
             if len(micros) == 1:
                 x, y = micros[0].x, micros[0].y
             else:
-                x, y = self.inputs_targets(train.X[idx], train.y[idx], task)
+                local = torch.cat([m.indices for m in micros])
+                x, y = self.inputs_targets(train.X[local], train.y[local], task)
             info = StepInfo(self.global_step_, epoch, idx, train.index[idx], x, y, loss, self.optimizer_)
             for cb in self.callbacks:
                 cb.on_after_backward(self, info)
@@ -347,6 +370,19 @@ class Trainer:
                 cb.on_step_end(self, info)
             if every and self.global_step_ % every == 0:
                 self._checkpoint(epoch, b + 1)
+
+    def _reduce_step(self, loss: torch.Tensor, owned: bool) -> torch.Tensor:
+        """The step's global loss; and, when a callback did the backward, the gradients summed over ranks."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if owned:
+            # Every rank must send the same tensors: a parameter a rank's rows did not reach gets zeros.
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            distributed.all_reduce_sum([p.grad for p in params])
+        total = loss.detach().clone().reshape(1)
+        distributed.all_reduce_sum([total])
+        return total[0]
 
     def _end_epoch(self, val: Dataset | None, epoch: int, monitor: str) -> None:
         """Evaluate, track the best weights, decide on early stopping, checkpoint."""

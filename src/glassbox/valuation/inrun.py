@@ -209,6 +209,16 @@ class InRunValuation(Callback):
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        self.values_ = self._global_values()  # under DDP each rank valued its own rows
+
+    def _global_values(self) -> np.ndarray:
+        from glassbox.train import distributed
+
+        if not distributed.current().active:
+            return self.values_
+        total = torch.from_numpy(self.values_.copy())  # float64: the sum stays exact to rounding
+        distributed.all_reduce_sum([total])
+        return total.numpy()
 
     # -- validation rows -------------------------------------------------------------------
     def _val_order(self, p: int) -> torch.Tensor:
@@ -369,14 +379,19 @@ class InRunValuation(Callback):
     # -- resume ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "values": torch.from_numpy(self.values_.copy()),
+            # Every rank calls this at a checkpoint; the sum over ranks is what rank 0 saves.
+            "values": torch.from_numpy(self._global_values().copy()),
             "steps": self.steps_,
             "pass": self._pass,
             "cursor": self._cursor,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        from glassbox.train import distributed
+
         self.values_ = state["values"].numpy().astype(np.float64)
+        if not distributed.current().main:
+            self.values_ = np.zeros_like(self.values_)  # rank 0 carries the saved sum; the others add to it
         self.steps_ = int(state["steps"])
         self._pass, self._cursor = int(state["pass"]), int(state["cursor"])
         self._order = self._val_order(self._pass)
