@@ -15,6 +15,7 @@ from glassbox.cli.common import print_json
 BENCHMARKS = {
     "attention": "attention_speed.py",
     "digit-sum": "digit_sum.py",
+    "distributed": "distributed.py",
     "explain": "explain_quality.py",
     "fairness": "fairness.py",
     "federated": "federated.py",
