@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -103,7 +104,7 @@ def _launch_two(epochs: int, valuation: bool) -> tuple[list[float], float]:
 
 
 def _step_ms(stamps: list[float], skip: int) -> float:
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)][skip:]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)][skip:]
     return 1000 * statistics.median(gaps)
 
 
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "reps": args.reps,
             "skip": args.skip,
             "backend": "gloo, loopback",
-        },  # fmt: skip
+        },
         "results": summary,
         "seconds": round(time.perf_counter() - start, 1),
         "machine": {"cpu": platform.processor() or "unknown", "cores": os.cpu_count()},

@@ -249,7 +249,7 @@ def _train_worker(
         trainer.fit(data["train"], data["val"], resume=resume)
     finally:
         distributed.close_log(handler)
-    distributed.barrier()  # rank 0 records every rank's log once all are closed
+    distributed.shutdown()  # with rank 0, which then records every rank's log
 
 
 def _check_ssl(recipe: Recipe, data: dict[str, Any], init: str | Path | None) -> None:
@@ -406,7 +406,7 @@ def _train_and_report(
         if handler is not None:
             distributed.close_log(handler)
     if d.active:
-        distributed.barrier()  # every rank's log is closed: record them all
+        distributed.shutdown()  # every rank's log is closed; the rest is rank 0's alone
         logs = sorted(p.relative_to(run.path).as_posix() for p in (run.path / "logs").glob("rank*.log"))
         run.record("artifact", logs, data={"world_size": d.world})
 

@@ -111,7 +111,7 @@ def train(
         raise UserError("give a recipe (e.g. glassbox train recipes/healthcare.yaml) or --resume runs/<run>")
     else:
         run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out, clean=clean, init=init)
-    if distributed.current().main:
+    if distributed.main_process():
         print_run(run, as_json)
     distributed.shutdown()
 

@@ -75,6 +75,11 @@ def current() -> Dist:
     return Dist()
 
 
+def main_process() -> bool:
+    """Rank 0, or not distributed; from torchrun's environment, so it holds after the group is gone."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -136,10 +141,16 @@ def broadcast_object(obj: Any) -> Any:
 
 
 def shutdown() -> None:
-    """Leave the process group (a no-op outside torchrun)."""
+    """Leave the process group, all ranks together (a no-op outside torchrun).
+
+    The barrier first: a rank that tears gloo down while a peer still talks to
+    it can abort ("terminate called without an active exception"), which
+    would fail a job whose training had succeeded.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
