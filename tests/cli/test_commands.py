@@ -16,6 +16,7 @@ VERBS = [
     "train",
     "pretrain",
     "fewshot",
+    "ui",
     "federate",
     "render-config",
     "datasets",

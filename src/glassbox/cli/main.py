@@ -25,6 +25,7 @@ from glassbox.cli import (
     render_config,
     serve,
     train,
+    ui,
     verify,
 )
 from glassbox.errors import UserError
@@ -53,6 +54,7 @@ for module in (
     fewshot,
     verify,
     bench,
+    ui,
 ):
     module.register(app)
 
