@@ -153,7 +153,8 @@ def test_cancel_marks_the_run_failed_and_a_restart_lists_it(tmp_path):
             break
         time.sleep(0.1)
     assert folder is not None, "the run did not start"
-    assert client.post(f"/jobs/{job.id}/cancel", follow_redirects=False).status_code == 303
+    assert 'id="cancel"' in client.get(f"/runs/{folder.name}").text
+    assert client.post(f"/runs/{folder.name}/cancel", follow_redirects=False).status_code == 303
     assert job.status == "cancelled"
     assert json.loads((folder / "meta.json").read_text())["status"] == "failed"
     # A new UI on the same folder shows the run from disk.

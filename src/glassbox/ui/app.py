@@ -353,6 +353,14 @@ def create_app(
     def show_run(name: str) -> HTMLResponse:
         return run_page(name)
 
+    @app.post("/runs/{name}/cancel")
+    def cancel_run(name: str) -> Any:
+        for job in queue.jobs():
+            folder = queue.run_folder(job)
+            if folder is not None and folder.name == name:
+                queue.cancel(job.id)
+        return RedirectResponse(f"/runs/{name}", status_code=303)
+
     @app.get("/runs/{name}/progress")
     def progress(name: str) -> Any:
         folder = run_folder(name)
