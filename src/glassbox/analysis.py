@@ -274,6 +274,7 @@ def write_run_report(
     results = meta.get("results", {})
     test_metrics = {k.removeprefix("test_"): v for k, v in results.items()}
     valuation = valuation_from_run(run, train)
+    baselines = _read_json(run, "baselines.json")
     explanations = _read_json(run, EXPLANATIONS)
     audit = _read_json(run, AUDIT)
     sections = report_sections(run, data, valuation, test_metrics)
@@ -342,8 +343,13 @@ def write_run_report(
         valuation=None if valuation is None else valuation.summary,
         explanations=None if explanations is None else _explain_summary(explanations),
         audit=None if audit is None else _audit_summary(audit),
+        baselines=baselines,
     )
     run.write_json(MODEL_CARD, card)
+    if baselines is not None:
+        from glassbox.report.baselines import baselines_section
+
+        sections.insert(0, baselines_section(baselines))
     sections.insert(0, card_section(card))
     summary = data["full"].summary()
     summary["splits"] = {"train": len(train), "val": len(val), "test": len(test)}

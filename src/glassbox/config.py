@@ -205,6 +205,10 @@ class ReportConfig(Section):
     title: str | None = None  # defaults to the recipe name
     intended_use: str | None = None  # the model card's first statement; None says none was given
     limitations: list[str] = Field(default_factory=list)  # added to those the card finds itself
+    # Train logistic regression and gradient boosting (tables) or logistic regression and an RBF
+    # SVC (images) on the same split and put them beside the model, first in the report and in
+    # the card. Ignored for text and sequence runs.
+    baselines: bool = True
 
 
 class PartitionConfig(Section):

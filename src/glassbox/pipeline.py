@@ -400,6 +400,9 @@ def _train_and_report(
         seed=recipe.seed,
         checkpoint_dir=run.path / CHECKPOINTS,
     )
+    import time
+
+    fit_start = time.perf_counter()
     try:
         trainer.fit(train, val, resume=resume)
     finally:
@@ -426,8 +429,18 @@ def _train_and_report(
         records = dpo_squeeze(copy.deepcopy(model), prompts, steps=steps, seed=recipe.seed)
         run.write_json("dpo_squeeze.json", records)
     stage.finish(run, trainer, data["flipped"])  # values*.csv; the report reads them back
+    fit_seconds = time.perf_counter() - fit_start
     if train.task == "classification":
-        run.write_text("predictions.csv", _predictions_csv(test, trainer.predict_proba(test)))
+        prob = trainer.predict_proba(test)
+        run.write_text("predictions.csv", _predictions_csv(test, prob))
+        if recipe.report.baselines and train.kind in ("tabular", "image"):
+            from glassbox.baselines import BASELINES_FILE, comparison, fit_baselines, scores
+
+            mine = scores(test.y.numpy(), prob, test.n_classes)
+            rows = fit_baselines(train, test, seed=recipe.seed)
+            record = {"glassbox": {"test": mine, "fit_seconds": round(fit_seconds, 2)}, "baselines": rows,
+                      "comparison": comparison(mine, rows)}  # fmt: skip
+            run.write_json(BASELINES_FILE, record)
     run.update_meta(
         results={f"test_{k}": v for k, v in test_metrics.items()},
         best_epoch=trainer.best_epoch_,

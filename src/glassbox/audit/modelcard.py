@@ -43,8 +43,12 @@ def model_card(
     valuation: dict[str, Any] | None = None,
     explanations: dict[str, Any] | None = None,
     audit: dict[str, Any] | None = None,
+    baselines: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the card from the run's recipe, meta.json, data summary, ledger facts and analyses."""
+    """Assemble the card from the run's recipe, meta.json, data summary, ledger facts and analyses.
+
+    ``baselines`` (``baselines.json``) adds which wins: glassbox's model or the best baseline.
+    """
     report = recipe.get("report", {}) or {}
     splits = data.get("splits", {})
     results = meta.get("results", {})
@@ -86,6 +90,11 @@ def model_card(
             "differences": audit.get("differences"),
             "mitigation": audit.get("mitigation"),
             "objective": audit.get("objective"),
+        }
+    if baselines and baselines.get("comparison"):
+        card["baselines"] = {
+            **baselines["comparison"],
+            "accuracy": {r["name"]: r["test"]["accuracy"] for r in baselines.get("baselines", [])},
         }
     if explanations is not None:
         card["explanations"] = explanations

@@ -98,6 +98,7 @@ _KIND_BY_NAME = {
     "pretrain.json": "pretrain",
     "sensitivity.json": "audit",
     "quantum_twin.json": "metrics",
+    "baselines.json": "metrics",
     "fewshot.json": "pretrain",
 }
 

@@ -107,6 +107,9 @@ def card_section(card: Mapping[str, Any]) -> dict[str, str]:
         "<h3>Metrics</h3>",
         _dl(card.get("metrics", {}).get("overall", {})),
     ]
+    if card.get("baselines"):
+        b = card["baselines"]
+        parts += ["<h3>Against baselines</h3>", f"<p id='baseline-verdict'>{_v(b.get('verdict'))}.</p>"]
     by_group = card.get("metrics", {}).get("by_group")
     if by_group:
         parts += [
