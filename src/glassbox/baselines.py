@@ -61,13 +61,16 @@ def _candidates(kind: str, seed: int) -> list[tuple[str, Callable[[], Any]]]:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
+    def logistic() -> Any:
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+
     if kind == "image":
         return [
-            ("logistic regression", lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))),
+            ("logistic regression", logistic),
             ("RBF SVC", lambda: make_pipeline(StandardScaler(), SVC(probability=True, random_state=seed))),
         ]
     out: list[tuple[str, Callable[[], Any]]] = [
-        ("logistic regression", lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))),
+        ("logistic regression", logistic),
         ("HistGradientBoosting", lambda: HistGradientBoostingClassifier(random_state=seed)),
     ]
     if importlib.util.find_spec("lightgbm") is not None:

@@ -48,7 +48,9 @@ def baselines_section(record: Mapping[str, Any]) -> dict[str, Any]:
     verdict = (record.get("comparison") or {}).get("verdict")
     html = (
         (f"<p>{escape(verdict)}.</p>" if verdict else "")
-        + f"<table id='baselines'><tr><th>model</th>{head}<th>training seconds</th></tr>{''.join(body)}</table>"
+        + f"<table id='baselines'><tr><th>model</th>{head}<th>training seconds</th></tr>"
+        + "".join(body)
+        + "</table>"
         + "<p>Same training rows and test rows for every model; baselines are scikit-learn's with their"
         " defaults on standardized inputs (gradient boosting on raw ones). Best value per column in bold.</p>"
     )
