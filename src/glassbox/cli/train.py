@@ -49,6 +49,12 @@ def train(
         str | None,
         typer.Option(metavar="RUN", help="Start from the encoder of a run made by glassbox pretrain."),
     ] = None,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            min=1, metavar="N", help="Run the recipe at N seeds (seed, seed+1, ...) and report the spread."
+        ),
+    ] = 1,
     nproc: Annotated[
         int,
         typer.Option(
@@ -109,11 +115,35 @@ def train(
         run = resume_run(resume)
     elif recipe is None:
         raise UserError("give a recipe (e.g. glassbox train recipes/healthcare.yaml) or --resume runs/<run>")
+    elif seeds > 1:
+        from glassbox.pipeline import run_seeds
+
+        result = run_seeds(
+            load_recipe(resolve_recipe(recipe), set_ or []), out, seeds, clean=clean, init=init
+        )
+        _print_seeds(result, as_json)
+        return
     else:
         run = run_recipe(load_recipe(resolve_recipe(recipe), set_ or []), out, clean=clean, init=init)
     if distributed.main_process():
         print_run(run, as_json)
     distributed.shutdown()
+
+
+def _print_seeds(result: dict, as_json: bool) -> None:
+    if as_json:
+        from glassbox.cli.common import print_json
+
+        print_json(result)
+        return
+    seeds = result["seeds"]
+    print(f"{result['recipe']}: {len(seeds)} seeds ({seeds[0]}-{seeds[-1]}), test split, mean ± std")
+    metrics = ["accuracy", "balanced_accuracy", "auroc", "roc_auc", "log_loss", "macro_f1"]
+    for model, m in result["summary"].items():
+        cells = "  ".join(f"{k} {m[k]['mean']:.4f} ± {m[k]['std']:.4f}" for k in metrics if k in m)
+        print(f"  {model:<22} {cells}")
+    print(f"runs: {', '.join(result['runs'])}")
+    print(f"summary: {result['file']}")
 
 
 def register(app: typer.Typer) -> None:
