@@ -59,8 +59,17 @@ for module in (
     module.register(app)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a cancel from the UI, a job scheduler) ends a run like Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit status (the console script exits with it)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         app(args=argv, prog_name="glassbox")
     except UserError as err:

@@ -4,7 +4,7 @@ A run started from the browser is the same ``glassbox train RECIPE --set
 ...`` a user would type, in a child process, so the web server never
 trains in its own process and a crash there cannot take the UI down. Jobs
 wait in a queue (``workers`` at a time, one by default); cancel sends
-SIGINT, which the CLI turns into a run folder marked failed. The run
+SIGTERM, which the CLI turns into a run folder marked failed. The run
 folders themselves are the record: a restarted UI lists them from disk.
 
 >>> q = JobQueue("/tmp/glassbox-doc-runs", workers=1)
@@ -99,8 +99,10 @@ class JobQueue:
                 return True
             proc = job.process
         if proc is not None and proc.poll() is None:
-            # SIGINT: the CLI's KeyboardInterrupt path, which marks the run folder failed.
-            proc.send_signal(signal.SIGINT)
+            # SIGTERM, which the CLI turns into its KeyboardInterrupt path (the run folder is marked
+            # failed). Not SIGINT: a process started in the background with SIGINT ignored passes
+            # that on, and Python then never raises KeyboardInterrupt.
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
