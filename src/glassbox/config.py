@@ -139,6 +139,16 @@ class SensitivityConfig(Section):
     draws: int = Field(1, ge=1)  # real-valued data: replacement draws per row and position
 
 
+class TuneConfig(Section):
+    """Hyperparameter search with Optuna before training (glassbox.tune); ``preset: best`` turns it on."""
+
+    trials: int = Field(40, ge=1)  # trial budget
+    timeout: float = Field(600.0, gt=0)  # time budget in seconds; the search stops at whichever comes first
+    folds: int = Field(3, ge=2)  # stratified folds of the training split; the test split is never used
+    epochs: int = Field(30, ge=1)  # most epochs a trial trains per fold
+    patience: int = Field(5, ge=1)  # a trial's early stopping on its held-out fold
+
+
 class PretrainConfig(Section):
     """Self-supervised pretraining of the encoder before supervised training (glassbox.ssl)."""
 
@@ -285,6 +295,7 @@ class Recipe(Section):
     federated: FederatedConfig | None = None  # read by `glassbox federate`; `train` ignores it
     dynamics: DynamicsConfig | None = None  # `dynamics: {}` tracks how each step moves the probes
     pretrain: PretrainConfig | None = None  # `pretrain: {}` pretrains the encoder before training
+    tune: TuneConfig | None = None  # `tune: {}` searches model and training settings first
     sensitivity: SensitivityConfig | None = None  # `sensitivity: {}` measures the model's average sensitivity
     report: ReportConfig = ReportConfig()
 
@@ -294,7 +305,9 @@ class Recipe(Section):
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"model": {"dim": 32, "depth": 1}, "train": {"epochs": 10}},
     "default": {},
-    "best": {"model": {"dim": 128, "depth": 4}, "train": {"epochs": 80, "patience": 20}},
+    # best: an Optuna search (glassbox.tune) chooses model and training settings, then the run
+    # trains with them for up to 80 epochs.
+    "best": {"tune": {}, "train": {"epochs": 80, "patience": 20}},
 }
 
 

@@ -363,6 +363,17 @@ def _train_and_report(
         torch.set_num_threads(recipe.train.threads)
     _seed_everything(recipe.seed)
     train, val, test = data["train"], data["val"], data["test"]
+    if recipe.tune is not None and not resume:
+        from glassbox.tune import apply_best, search
+
+        result = search(recipe, train, progress=progress)  # the training split alone
+        run.write_json("tune.json", result, about={"best_params": result["best_params"]})
+        recipe = apply_best(recipe, result)
+        run.write_text("config_tuned.yaml", render(recipe))
+    elif recipe.tune is not None and (run.path / "config_tuned.yaml").is_file():
+        from glassbox.config import load_recipe_text
+
+        recipe = load_recipe_text((run.path / "config_tuned.yaml").read_text())  # what was searched
     # Input statistics from every training row: with data.label_fraction < 1 the
     # labeled few would give a poor estimate, and the unlabeled rows are known anyway.
     model = build_model(recipe.model, data["pool"])

@@ -99,6 +99,8 @@ _KIND_BY_NAME = {
     "sensitivity.json": "audit",
     "quantum_twin.json": "metrics",
     "baselines.json": "metrics",
+    "tune.json": "config",
+    "config_tuned.yaml": "config",
     "fewshot.json": "pretrain",
 }
 
