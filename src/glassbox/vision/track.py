@@ -1,0 +1,377 @@
+"""Promptable video object tracking with Hugging Face's SAM 2 video classes (``Sam2VideoModel``).
+
+Prompt an object with a point (optionally a box) on one frame; the model
+segments it there, writes the result into its memory bank, and every later
+frame attends to that memory (and the object pointers) to find the object
+again, through occlusions. Frames before the prompt are tracked in reverse.
+
+All the transformers 5.x pitfalls are handled here, once:
+
+- the processor path imports torchvision, which does not load beside this
+  torch: preprocessing (resize, ImageNet normalisation) and prompt scaling are
+  done in torch (``preprocess``, ``add_prompt``);
+- ``Sam2VideoInferenceSession``'s default ``dtype="float32"`` is a string and
+  crashes in ``.to(dtype=...)``: sessions get ``torch.float32`` (``new_session``);
+- ``memory_encoder_output_channels`` must be 64 (a hard-coded ``kv_in_dim`` in
+  the memory attention) and ``fpn_hidden_size`` above 64 (``small_config``);
+- ``Sam2VideoModel.forward`` is wrapped in ``torch.inference_mode``; training
+  calls the undecorated function (``forward_frame(..., grad=True)``), the
+  same code path as inference, so what is trained is exactly what tracks.
+
+>>> import numpy as np, pytest
+>>> _ = pytest.importorskip("transformers")  # the vision extra
+>>> model = build_model(small_config())
+>>> frames = np.random.default_rng(0).random((3, 3, 48, 40), dtype=np.float32)  # (T, 3, H, W)
+>>> track(model, frames, points=[(20.0, 10.0)]).shape  # (N objects, T, H, W)
+(1, 3, 48, 40)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from glassbox.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import Sam2VideoConfig, Sam2VideoModel
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def small_config(
+    image_size: int = 64, hidden: int = 128, memory_layers: int = 2, num_maskmem: int = 7
+) -> Sam2VideoConfig:
+    """A SAM 2 video configuration small enough to train on a CPU (about 1.8 M parameters at the defaults).
+
+    Hiera with patch stride 2 (not 4) so the top feature map is ``image_size / 8``
+    and the low-resolution masks ``image_size / 2``: at 64 pixels a stride-4
+    model would predict 16x16 masks, too coarse for digit boundaries.
+    """
+    from transformers import Sam2VideoConfig
+
+    s = image_size
+    if s % 8:
+        raise UserError(f"image_size must be a multiple of 8, got {s}")
+    if hidden <= 64:
+        # Pitfall: fpn_hidden_size must exceed 64 (the memory path mixes it with the 64 memory channels).
+        raise UserError(f"hidden must be above 64, got {hidden}")
+    top = s // 8
+    return Sam2VideoConfig(
+        image_size=s,
+        vision_config={
+            "model_type": "sam2_vision_model",
+            "backbone_config": {
+                "model_type": "sam2_hiera_det_model",
+                "image_size": [s, s],
+                "patch_stride": [2, 2],
+                "hidden_size": 16,
+                "embed_dim_per_stage": [16, 32, 64, 128],
+                "blocks_per_stage": [1, 1, 2, 1],
+                "num_attention_heads_per_stage": [1, 1, 2, 2],
+                "window_size_per_stage": [8, 4, top, 4],
+                "global_attention_blocks": [3],
+                "window_positional_embedding_background_size": [4, 4],
+            },
+            "backbone_channel_list": [128, 64, 32, 16],
+            "backbone_feature_sizes": [[4 * top, 4 * top], [2 * top, 2 * top], [top, top]],
+            "fpn_hidden_size": hidden,
+        },
+        prompt_encoder_config={"hidden_size": hidden, "image_size": s, "patch_size": 8},
+        mask_decoder_config={
+            "hidden_size": hidden,
+            "mlp_dim": 256,
+            "num_attention_heads": 4,
+            "iou_head_hidden_dim": 64,
+        },
+        # One point on a digit is not ambiguous here: a single mask output keeps the loss simple.
+        multimask_output_in_sam=False,
+        multimask_output_for_tracking=False,
+        num_maskmem=num_maskmem,
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=memory_layers,
+        memory_attention_feed_forward_hidden_size=256,
+        memory_attention_dropout=0.0,
+        memory_attention_rope_dropout=0.0,
+        memory_attention_rope_feat_sizes=[top, top],
+        memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=64,  # pitfall: a hard-coded kv_in_dim = 64 in the memory attention
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=256,
+    )
+
+
+def build_model(config: Sam2VideoConfig, seed: int = 0) -> Sam2VideoModel:
+    """A freshly initialised ``Sam2VideoModel`` (eval mode: see ``forward_frame``)."""
+    from transformers import Sam2VideoModel
+
+    torch.manual_seed(seed)
+    return Sam2VideoModel(config).eval()
+
+
+def load_checkpoint(path: str | Path) -> Sam2VideoModel:
+    """A Hugging Face format SAM 2 video checkpoint from a local folder; never touches the network."""
+    from transformers import Sam2VideoModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} is not a Hugging Face checkpoint folder (no config.json)")
+    try:
+        model = Sam2VideoModel.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(
+            f"cannot load a SAM 2 video checkpoint from {path}: {str(e).splitlines()[0]}"
+        ) from None
+    return model.eval()
+
+
+def newest_checkpoint(out: str | Path = "runs") -> Path:
+    """The checkpoint of the newest completed track run under ``out`` (a run of recipes/track.yaml)."""
+    import json
+
+    out = Path(out)
+    found = []
+    for meta in out.glob("*/meta.json") if out.is_dir() else []:
+        try:
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        ckpt = meta.parent / "checkpoint"
+        if (
+            info.get("kind") == "track"
+            and info.get("status") == "completed"
+            and (ckpt / "config.json").is_file()
+        ):
+            found.append((info.get("ended") or "", meta.parent.name, ckpt))
+    if not found:
+        raise UserError(
+            f"no trained tracker under {out}/: train one with `glassbox train recipes/track.yaml`"
+            " (or train_tracker in Python), or give --checkpoint DIR"
+        )
+    return max(found)[2]
+
+
+def preprocess(frames: np.ndarray | torch.Tensor, image_size: int) -> torch.Tensor:
+    """Frames ``(T, 3, H, W)`` in [0, 1] to the model's input: resized square, ImageNet-normalised.
+
+    Done here in torch because the transformers processor needs torchvision.
+    """
+    x = torch.as_tensor(np.asarray(frames), dtype=torch.float32)  # (T, 3, H, W)
+    if x.shape[-2:] != (image_size, image_size):
+        x = F.interpolate(
+            x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
+        )
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (x - mean) / std  # (T, 3, S, S)
+
+
+def new_session(model: Sam2VideoModel, pixel_values: torch.Tensor, grad: bool = False) -> Any:
+    """An inference session over ``pixel_values`` (T, 3, S, S) with every frame's features encoded at once.
+
+    Encoding the frames as one batch (and caching all of them, not the default
+    one) is what makes training affordable: the session would otherwise run
+    the image encoder frame by frame.
+    """
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+    frames = pixel_values.shape[0]
+    session = Sam2VideoInferenceSession(
+        video=pixel_values,
+        video_height=pixel_values.shape[-2],
+        video_width=pixel_values.shape[-1],
+        dtype=torch.float32,  # pitfall: the default is the string "float32", which crashes in .to(dtype=...)
+        max_vision_features_cache_size=frames,
+    )
+    with torch.set_grad_enabled(grad), torch.inference_mode(not grad):
+        feats = model.get_image_features(pixel_values, return_dict=True)
+    for t in range(frames):
+        session.cache.cache_vision_features(
+            t,
+            {
+                "vision_feats": [x[:, t : t + 1] for x in feats.fpn_hidden_states],  # (HW, 1, C) each
+                "vision_pos_embeds": [x[:, t : t + 1] for x in feats.fpn_position_encoding],
+            },
+        )
+    return session
+
+
+def add_prompt(
+    session: Any,
+    obj_id: int,
+    frame: int,
+    point: tuple[float, float] | None,
+    size: tuple[int, int],
+    image_size: int,
+    box: tuple[float, float, float, float] | None = None,
+) -> None:
+    """Prompt object ``obj_id`` on ``frame`` with a positive point (x, y) and/or a box (x1, y1, x2, y2).
+
+    Coordinates are pixels of the original frame (``size`` = (H, W)); they are
+    scaled to the model's square input, as the processor would. A box goes in
+    as two corner points labelled 2 and 3, SAM 2's encoding.
+    """
+    h, w = size
+    sx, sy = image_size / w, image_size / h
+    coords, labels = [], []
+    if box is not None:
+        x1, y1, x2, y2 = box
+        coords += [[x1 * sx, y1 * sy], [x2 * sx, y2 * sy]]
+        labels += [2, 3]
+    if point is not None:
+        coords.append([point[0] * sx, point[1] * sy])
+        labels.append(1)
+    obj_idx = session.obj_id_to_idx(obj_id)
+    session.add_point_inputs(
+        obj_idx,
+        frame,
+        {
+            "point_coords": torch.tensor([[coords]], dtype=torch.float32),  # (1, 1, P, 2)
+            "point_labels": torch.tensor([[labels]], dtype=torch.int32),  # (1, 1, P)
+        },
+    )
+    if obj_id not in session.obj_with_new_inputs:
+        session.obj_with_new_inputs.append(obj_id)
+
+
+def forward_frame(
+    model: Sam2VideoModel, session: Any, frame: int, reverse: bool = False, grad: bool = False
+) -> Any:
+    """One step of the video model on ``frame``: masks of every prompted object, memory updated.
+
+    ``grad=True`` calls the function under ``Sam2VideoModel.forward``'s
+    ``torch.inference_mode`` decorator, so gradients flow through the memory
+    bank (memory encoder, memory attention, object pointers) across frames.
+    The model stays in eval mode either way: in train mode the HF code drops
+    ``object_score_logits`` from its per-frame output and then fails on it.
+    """
+    if grad:
+        return type(model).forward.__wrapped__(model, session, frame_idx=frame, reverse=reverse)
+    return model(session, frame_idx=frame, reverse=reverse)
+
+
+def check_point(point: tuple[float, float], size: tuple[int, int], what: str = "--point") -> None:
+    """A prompt point must lie inside the frame (``size`` = (H, W))."""
+    x, y = point
+    h, w = size
+    if not (0 <= x < w and 0 <= y < h):
+        raise UserError(
+            f"{what} {x:g},{y:g} is outside the {w}x{h} frame; x must be in [0, {w}), y in [0, {h})"
+        )
+
+
+def track(
+    model: Sam2VideoModel,
+    frames: np.ndarray,
+    points: list[tuple[float, float] | None],
+    frame: int = 0,
+    boxes: list[tuple[float, float, float, float] | None] | None = None,
+) -> np.ndarray:
+    """Masks ``(N, T, H, W)`` bool of the N prompted objects through ``frames`` (T, 3, H, W) in [0, 1].
+
+    Object i is prompted with ``points[i]`` (and ``boxes[i]``) on ``frame``;
+    tracking runs forward to the end, then backward from the prompt frame to the start.
+    """
+    frames = np.asarray(frames)
+    t_count, h, w = frames.shape[0], frames.shape[2], frames.shape[3]
+    if not 0 <= frame < t_count:
+        raise UserError(f"--frame {frame} is outside the video, which has frames 0 to {t_count - 1}")
+    boxes = boxes or [None] * len(points)
+    for p in points:
+        if p is not None:
+            check_point(p, (h, w))
+    s = model.config.image_size
+    with torch.inference_mode():
+        session = new_session(model, preprocess(frames, s))
+        for i, (p, b) in enumerate(zip(points, boxes, strict=True)):
+            add_prompt(session, i + 1, frame, p, (h, w), s, box=b)
+        logits: dict[int, torch.Tensor] = {}
+        order = [(t, False) for t in range(frame, t_count)] + [(t, True) for t in range(frame - 1, -1, -1)]
+        for t, reverse in order:
+            out = forward_frame(model, session, t, reverse=reverse)
+            logits[t] = out.pred_masks[:, 0]  # (N, s/2, s/2)
+        stacked = torch.stack([logits[t] for t in range(t_count)], dim=1)  # (N, T, s/2, s/2)
+        up = F.interpolate(stacked.float(), size=(h, w), mode="bilinear", align_corners=False)  # (N, T, H, W)
+    return (up > 0).numpy()
+
+
+def parse_point(text: str, what: str = "--point") -> tuple[float, float]:
+    """``"X,Y"`` as two floats, or a UserError naming the expected form."""
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"{what} must be X,Y in pixels (e.g. 32,20), got {text!r}") from None
+    return x, y
+
+
+def parse_box(text: str) -> tuple[float, float, float, float]:
+    """``"X1,Y1,X2,Y2"`` as four floats."""
+    try:
+        x1, y1, x2, y2 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--box must be X1,Y1,X2,Y2 in pixels, got {text!r}") from None
+    if x2 <= x1 or y2 <= y1:
+        raise UserError(f"--box {text}: need X1 < X2 and Y1 < Y2")
+    return x1, y1, x2, y2
+
+
+def track_folder(
+    frames_dir: str | Path,
+    point: tuple[float, float] | None,
+    frame: int = 0,
+    box: tuple[float, float, float, float] | None = None,
+    checkpoint: str | Path | None = None,
+    out: str | Path = "runs",
+    runs: str | Path | None = None,
+) -> Any:
+    """Track one prompted object through a folder of frames; returns the ``Run`` that holds the result.
+
+    The run holds ``masks/<frame name>.png`` (one per frame, 0/255),
+    ``overlay.png`` (a contact sheet) and ``track.json``; all go through the
+    ledger. Without ``checkpoint`` the newest trained tracker under ``runs``
+    (default: ``out``) is used.
+    """
+    from glassbox.run import Run
+    from glassbox.vision.overlay import contact_sheet, mask_png
+    from glassbox.vision.video import load_frames
+
+    if point is None and box is None:
+        raise UserError("give a prompt: --point X,Y (and/or --box X1,Y1,X2,Y2)")
+    video = load_frames(frames_dir)
+    t_count, _, h, w = video.frames.shape
+    if point is not None:
+        check_point(point, (h, w))
+    if box is not None:
+        check_point(box[:2], (h, w), "--box corner")
+        check_point((box[2] - 1e-6, box[3] - 1e-6), (h, w), "--box corner")
+    if not 0 <= frame < t_count:
+        raise UserError(f"--frame {frame} is outside the video, which has frames 0 to {t_count - 1}")
+    ckpt = (
+        Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs if runs is not None else out)
+    )
+    model = load_checkpoint(ckpt)
+    masks = track(model, video.frames, [point], frame=frame, boxes=[box])  # (1, T, H, W)
+    run = Run.create(out, "track-video", kind="track-video")
+    with run:
+        names = video.names or [f"{t:05d}.png" for t in range(t_count)]
+        for t, name in enumerate(names):
+            run.write_bytes(f"masks/{Path(name).stem}.png", mask_png(masks[0, t]))
+        cols = min(t_count, 8)
+        run.write_bytes("overlay.png", contact_sheet(video.frames, masks, cols=cols))
+        summary = {
+            "frames_dir": str(frames_dir),
+            "frames": t_count,
+            "size": [w, h],
+            "prompt": {"frame": frame, "point": point, "box": box},
+            "checkpoint": str(ckpt),
+            "mask_area": [int(a) for a in masks[0].sum(axis=(1, 2))],
+        }
+        run.write_json("track.json", summary)
+        run.update_meta(results={"frames": t_count, "checkpoint": str(ckpt)})
+    return run

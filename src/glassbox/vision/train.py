@@ -1,0 +1,258 @@
+"""Train a small SAM 2 video model from scratch on generated moving digits, on a CPU.
+
+Each step draws a fresh video (``moving_digits``), prompts every object with
+one point sampled inside its visible mask on frame 0, and tracks all of them
+through the clip with the Hugging Face ``Sam2VideoModel`` itself: the same
+inference session, memory encoder, memory attention and object pointers as
+at inference, with gradients on (``track.forward_frame(grad=True)``: the
+model's forward is only decorated with ``torch.inference_mode``, so the
+undecorated function trains). Backpropagation runs through the memory bank
+across frames, so the model learns to re-find an object from its memories.
+
+Loss per object and frame (SAM 2's mix): BCE + dice on the mask logits where
+the object is visible and the model says it is (otherwise the HF code
+replaces the masks by a constant and there is no gradient), plus BCE on the
+object score (visible or not: full occlusion must be predicted as absent).
+
+>>> cfg = TrackConfig(steps=2, eval_videos=1, report=False)
+>>> cfg.model.hidden, cfg.eval_seed != cfg.seed
+(128, True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from glassbox.errors import UserError
+from glassbox.run import Run
+from glassbox.vision import track as tr
+from glassbox.vision.metrics import j_and_f
+from glassbox.vision.video import moving_digits, sample_point
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrackModelConfig(_Strict):
+    image_size: int = 64
+    hidden: int = Field(128, gt=64)
+    memory_layers: int = 2
+    num_maskmem: int = 7
+
+
+class TrackLossConfig(_Strict):
+    bce: float = 1.0
+    dice: float = 1.0
+    object_score: float = 1.0
+
+
+class TrackConfig(_Strict):
+    """The recipe of a tracker training run (recipes/track.yaml); unknown keys are refused."""
+
+    kind: str = "track"
+    name: str = "track"
+    seed: int = 0
+    size: int = 64  # generated canvas, pixels
+    frames: int = 8  # frames per training clip
+    steps: int = 1200  # at most; max_minutes stops earlier
+    max_minutes: float = 18.0
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    grad_clip: float = 1.0
+    threads: int = 2
+    log_every: int = 20
+    eval_videos: int = 20
+    eval_frames: int = 12  # held-out videos are longer than the training clips
+    eval_seed: int = 1_000_000  # held-out videos: seeds from here on, never drawn in training
+    report: bool = True
+    model: TrackModelConfig = TrackModelConfig()
+    loss: TrackLossConfig = TrackLossConfig()
+
+
+def load_config(config: str | Path | dict[str, Any] | TrackConfig) -> TrackConfig:
+    """A ``TrackConfig`` from a YAML file, a dict or itself; a bad key or value is a UserError."""
+    import pydantic
+    import yaml
+
+    if isinstance(config, TrackConfig):
+        return config
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        if not path.is_file():
+            raise UserError(f"no recipe at {path}")
+        config = yaml.safe_load(path.read_text()) or {}
+    try:
+        cfg = TrackConfig.model_validate(config)
+    except pydantic.ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"track recipe: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    if cfg.kind != "track":
+        raise UserError(f"track recipe: kind must be 'track', got {cfg.kind!r}")
+    return cfg
+
+
+def _train_video_seed(cfg: TrackConfig, step: int) -> int:
+    return cfg.seed * 100_003 + step  # below eval_seed for any run shorter than it
+
+
+def _loss(out: Any, gt: torch.Tensor, lc: TrackLossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """One frame's loss; ``gt`` (N, H, W) visible masks, ``out.pred_masks`` (N, 1, h, w) logits."""
+    logits = F.interpolate(out.pred_masks.float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[
+        :, 0
+    ]
+    score = out.object_score_logits.reshape(-1)  # (N,)
+    visible = gt.flatten(1).any(dim=1).float()  # (N,)
+    score_loss = F.binary_cross_entropy_with_logits(score, visible)
+    use = (visible > 0) & (score.detach() > 0)  # elsewhere the masks are a constant (no gradient)
+    if use.any():
+        lg, g = logits[use], gt[use].float()  # (M, H, W)
+        bce = F.binary_cross_entropy_with_logits(lg, g)
+        p = lg.sigmoid()
+        dice = (1 - (2 * (p * g).sum((1, 2)) + 1) / (p.sum((1, 2)) + g.sum((1, 2)) + 1)).mean()
+    else:
+        bce = dice = torch.zeros(())
+    total = lc.bce * bce + lc.dice * dice + lc.object_score * score_loss
+    return total, {
+        "bce": float(bce.detach()),
+        "dice": float(dice.detach()),
+        "score": float(score_loss.detach()),
+    }
+
+
+def train_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one generated clip, every object prompted by a point on frame 0 and tracked with memory."""
+    video = moving_digits(_train_video_seed(cfg, step), frames=cfg.frames, size=cfg.size)
+    rng = np.random.default_rng(_train_video_seed(cfg, step))
+    gt = torch.from_numpy(video.masks)  # (N, T, H, W)
+    s = model.config.image_size
+    session = tr.new_session(model, tr.preprocess(video.frames, s), grad=True)
+    for i in range(gt.shape[0]):
+        tr.add_prompt(session, i + 1, 0, sample_point(video.masks[i, 0], rng), (cfg.size, cfg.size), s)
+    losses, parts = [], []
+    for t in range(cfg.frames):
+        out = tr.forward_frame(model, session, t, grad=True)
+        loss, part = _loss(out, gt[:, t], cfg.loss)
+        losses.append(loss)
+        parts.append(part)
+    total = torch.stack(losses).mean()
+    return total, {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+
+
+def evaluate(
+    model: Any, cfg: TrackConfig, videos: int | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """Mean J&F over held-out generated videos (prompt frame left out), and on occluded frames only."""
+    n = cfg.eval_videos if videos is None else videos
+    base = cfg.eval_seed if seed is None else seed
+    per_video, occluded = [], []
+    for k in range(n):
+        video = moving_digits(base + k, frames=cfg.eval_frames, size=cfg.size)
+        rng = np.random.default_rng(base + k)
+        points = [sample_point(video.masks[i, 0], rng) for i in range(video.masks.shape[0])]
+        pred = tr.track(model, video.frames, points)  # (N, T, H, W)
+        per_video.append(j_and_f(pred, video.masks, skip=0)["J&F"])
+        areas = video.masks.sum(axis=(2, 3))  # (N, T)
+        for i in range(areas.shape[0]):
+            hidden = [t for t in range(1, areas.shape[1]) if areas[i, t] < 0.9 * areas[i].max()]
+            if hidden:
+                occluded.append(j_and_f(pred[i : i + 1, hidden], video.masks[i : i + 1, hidden])["J&F"])
+    return {
+        "mean_jf": float(np.mean(per_video)),
+        "per_video_jf": [round(x, 4) for x in per_video],
+        "occluded_jf": float(np.mean(occluded)) if occluded else None,
+        "occluded_tracks": len(occluded),
+        "videos": n,
+        "eval_seed": base,
+        "frames": cfg.eval_frames,
+    }
+
+
+def _lr(cfg: TrackConfig, step: int, total: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))))
+
+
+def train_tracker(config: str | Path | dict[str, Any] | TrackConfig, out: str | Path = "runs") -> Run:
+    """Train a tracker, evaluate it on held-out videos, and leave a run folder with its checkpoint.
+
+    The run holds ``checkpoint/`` (``save_pretrained``: load it with
+    ``glassbox track FRAMES --checkpoint RUN/checkpoint``), ``metrics.jsonl``,
+    ``results.json`` (J&F) and ``report.html``.
+    """
+    import yaml
+
+    cfg = load_config(config)
+    torch.set_num_threads(cfg.threads)
+    run = Run.create(out, cfg.name, kind="track", seed=cfg.seed)
+    with run:
+        run.write_text("config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+        mc = cfg.model
+        model = tr.build_model(
+            tr.small_config(mc.image_size, mc.hidden, mc.memory_layers, mc.num_maskmem), seed=cfg.seed
+        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        start = time.perf_counter()
+        budget = cfg.max_minutes * 60
+        step, window = 0, []
+        while step < cfg.steps:
+            elapsed = time.perf_counter() - start
+            if elapsed > budget:
+                break
+            # The schedule follows the time budget too, so a time-limited run still anneals.
+            total = (
+                min(cfg.steps, max(step + 1, int(step / max(elapsed, 1e-9) * budget)))
+                if step > 20
+                else cfg.steps
+            )
+            for g in opt.param_groups:
+                g["lr"] = _lr(cfg, step, total)
+            loss, parts = train_step(model, cfg, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            window.append({"loss": float(loss), **parts})
+            step += 1
+            if step % cfg.log_every == 0:
+                rec = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                run.log(
+                    {
+                        "step": step,
+                        "train_loss": rec.pop("loss"),
+                        **rec,
+                        "lr": opt.param_groups[0]["lr"],
+                        "minutes": (time.perf_counter() - start) / 60,
+                    }
+                )
+                window = []
+        train_minutes = (time.perf_counter() - start) / 60
+        ckpt = run.path / "checkpoint"
+        model.save_pretrained(ckpt)
+        run.record("checkpoint", sorted(str(p.relative_to(run.path)) for p in ckpt.rglob("*") if p.is_file()))
+        results = evaluate(model, cfg)
+        results.update(
+            {
+                "train_minutes": round(train_minutes, 2),
+                "steps": step,
+                "parameters": sum(p.numel() for p in model.parameters()),
+            }
+        )
+        run.write_json("results.json", results)
+        run.update_meta(results={k: v for k, v in results.items() if k != "per_video_jf"})
+        if cfg.report:
+            from glassbox.vision.report import write_track_report
+
+            write_track_report(run, model, cfg, results)
+    return run

@@ -1,0 +1,137 @@
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")  # the vision extra; the core installs without it
+from PIL import Image
+
+from glassbox.errors import UserError
+from glassbox.ledger.verify import verify_run
+from glassbox.run import Run
+from glassbox.vision import track as tr
+from glassbox.vision.train import TrackConfig, evaluate, load_config, train_step
+from glassbox.vision.video import load_frames, moving_digits, save_frames
+
+
+@pytest.fixture(scope="module")
+def model():
+    import torch
+
+    torch.set_num_threads(1)
+    return tr.build_model(tr.small_config(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    """A finished track run with the (untrained) model's checkpoint, as train_tracker leaves one."""
+    out = tmp_path_factory.mktemp("runs")
+    with Run.create(out, "track", kind="track") as run:
+        model.save_pretrained(run.path / "checkpoint")
+        run.record("checkpoint", [str(p.relative_to(run.path)) for p in (run.path / "checkpoint").iterdir()])
+    return out, run.path / "checkpoint"
+
+
+def _cli(argv, capsys):
+    from glassbox.cli import main as cli_main
+    from glassbox.cli import track as track_cli
+
+    if "track" not in {c.name for c in cli_main.app.registered_commands}:
+        track_cli.register(cli_main.app)
+    code = cli_main.main(argv)
+    return code, capsys.readouterr()
+
+
+def test_track_shapes_and_reverse(model):
+    v = moving_digits(0, frames=5, objects=2)
+    masks = tr.track(model, v.frames, [(20.0, 20.0), (40.0, 40.0)], frame=2)
+    assert masks.shape == (2, 5, 64, 64) and masks.dtype == bool
+
+
+def test_point_outside_frame(model):
+    v = moving_digits(0, frames=2)
+    with pytest.raises(UserError, match="outside the 64x64 frame"):
+        tr.track(model, v.frames, [(64.0, 3.0)])
+
+
+def test_train_step_has_gradients_through_memory(model):
+    cfg = TrackConfig(frames=3)
+    loss, parts = train_step(model, cfg, 0)
+    loss.backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    model.zero_grad(set_to_none=True)
+    assert any(n.startswith("memory_attention.") for n in grads)
+    assert any(n.startswith("memory_encoder.") for n in grads)
+    assert set(parts) == {"bce", "dice", "score"}
+
+
+def test_config_is_strict():
+    with pytest.raises(UserError, match="lr_typo"):
+        load_config({"lr_typo": 1})
+    assert load_config("src/glassbox/recipes/track.yaml").kind == "track"
+
+
+def test_evaluate_runs(model):
+    res = evaluate(model, TrackConfig(eval_videos=1, eval_frames=3))
+    assert 0.0 <= res["mean_jf"] <= 1.0 and res["videos"] == 1
+
+
+def test_cli_round_trip_offline(checkpoint, model, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out, ckpt = checkpoint
+    v = moving_digits(2, frames=4)
+    save_frames(v, tmp_path / "frames")
+    code, io = _cli(
+        [
+            "track",
+            str(tmp_path / "frames"),
+            "--point",
+            "30,30",
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "a"),
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == 0, io.err
+    run_a = next((tmp_path / "a").iterdir())
+    # No --checkpoint: the newest finished track run under --out is found.
+    code, io = _cli(["track", str(tmp_path / "frames"), "--point", "30,30", "--out", str(out)], capsys)
+    assert code == 0, io.err
+    run_b = next(p for p in out.iterdir() if "track-video" in p.name)
+    names = sorted(p.name for p in (run_a / "masks").iterdir())
+    assert names == [f"{t:05d}.png" for t in range(4)]
+    for name in names:
+        a = np.asarray(Image.open(run_a / "masks" / name))
+        b = np.asarray(Image.open(run_b / "masks" / name))
+        assert np.array_equal(a, b)
+    # The masks equal those of the in-memory model: save_pretrained + from_pretrained is exact.
+    direct = tr.track(model, load_frames(tmp_path / "frames").frames, [(30.0, 30.0)])
+    for t, name in enumerate(names):
+        assert np.array_equal(np.asarray(Image.open(run_a / "masks" / name)) > 0, direct[0, t])
+    assert verify_run(run_a).ok and verify_run(run_b).ok  # the ledger covers every file written
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, checkpoint, capsys):
+    _, ckpt = checkpoint
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, io = _cli(["track", str(empty), "--point", "1,1", "--checkpoint", str(ckpt)], capsys)
+    assert code == 2 and "has no frames" in io.err and io.err.count("\n") == 1
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    Image.new("RGB", (8, 8)).save(mixed / "a.png")
+    Image.new("RGB", (8, 9)).save(mixed / "b.png")
+    code, io = _cli(["track", str(mixed), "--point", "1,1", "--checkpoint", str(ckpt)], capsys)
+    assert code == 2 and "frames differ in size" in io.err and io.err.count("\n") == 1
+    good = tmp_path / "good"
+    save_frames(moving_digits(0, frames=2), good)
+    code, io = _cli(["track", str(good), "--point", "70,5", "--checkpoint", str(ckpt)], capsys)
+    assert code == 2 and "outside the 64x64 frame" in io.err and io.err.count("\n") == 1
+    code, io = _cli(["track", str(good), "--point", "5", "--checkpoint", str(ckpt)], capsys)
+    assert code == 2 and "X,Y" in io.err
+    code, io = _cli(["track", str(good), "--point", "5,5", "--out", str(tmp_path / "none")], capsys)
+    assert code == 2 and "no trained tracker" in io.err
