@@ -14,7 +14,14 @@ from glassbox.pipeline import run_recipe
 
 def test_every_shipped_recipe_validates():
     assert {"healthcare", "fraud", "digits"} <= set(shipped_recipes())
+    import yaml
+
     for path in shipped_recipes().values():
+        if (yaml.safe_load(path.read_text()) or {}).get("kind") == "track":
+            from glassbox.vision.train import load_config
+
+            load_config(path)  # the tracker's own schema (glassbox.vision.train.TrackConfig)
+            continue
         load_recipe(path)
 
 
