@@ -17,6 +17,7 @@ VERBS = [
     "pretrain",
     "fewshot",
     "ui",
+    "track",
     "federate",
     "render-config",
     "datasets",

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "quantum": "quantum.py",
     "serve": "serve_load.py",
     "speculative": "speculative.py",
+    "track": "track.py",
     "ssl": "self_supervised.py",  # not ssl.py: run as a script it would shadow the standard library's ssl
     "merging": "token_merging.py",
     "sensitivity": "sensitivity.py",

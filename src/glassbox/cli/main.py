@@ -24,6 +24,7 @@ from glassbox.cli import (
     pretrain,
     render_config,
     serve,
+    track,
     train,
     ui,
     verify,
@@ -55,6 +56,7 @@ for module in (
     verify,
     bench,
     ui,
+    track,
 ):
     module.register(app)
 

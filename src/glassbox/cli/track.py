@@ -41,10 +41,16 @@ def track(
     the newest tracker trained under --out is used: train one with
     glassbox track --train track (recipes/track.yaml, about 18 minutes on a CPU).
     """
+    import importlib.util
     import json
 
     from glassbox.errors import UserError
 
+    if importlib.util.find_spec("transformers") is None:
+        raise UserError(
+            "glassbox track needs Hugging Face transformers (SAM 2):"
+            " pip install -c constraints.txt -e '.[vision]'"
+        )
     if train is not None:
         from glassbox.cli.common import resolve_recipe
         from glassbox.vision.train import train_tracker
