@@ -199,6 +199,11 @@ def run_recipe(
 def _check_distributed(recipe: Recipe, d: Any) -> None:
     from glassbox.errors import UserError
 
+    if d.active and recipe.tune is not None:
+        raise UserError(
+            "tune: (preset: best) searches in one process; run the search without --nproc, then train"
+            " its config_tuned.yaml with --nproc N"
+        )
     if d.active and recipe.pretrain is not None:
         raise UserError(
             "pretrain: runs in one process; pretrain first (glassbox pretrain RECIPE), then train"
