@@ -101,6 +101,13 @@ class TrainConfig(Section):
     # Linear probe: train only the classifier head on a frozen encoder (kept in
     # eval mode, so no dropout); false fine-tunes everything.
     head_only: bool = False
+    # Classification: the training loss's target puts 1 - eps on the label and eps / K on
+    # every class (Szegedy et al. 2016); validation and test losses stay plain cross-entropy.
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Image classification: each training batch is randomly cropped (85-100 % of the area),
+    # rotated (up to 10 degrees) and shifted, seeded by step (glassbox.ssl.views.image_view);
+    # auto: on for images, off for every other kind.
+    augment: Literal["auto", "none"] = "auto"
 
 
 class ValuationConfig(Section):

@@ -10,7 +10,7 @@ from glassbox.config import ModelConfig, TrainConfig
 from glassbox.data import load_dataset, split_dataset
 from glassbox.errors import UserError
 from glassbox.nn import build_model
-from glassbox.train import Callback, Trainer
+from glassbox.train import Callback, Trainer, distributed
 from glassbox.train.metrics import classification_metrics, higher_is_better
 from glassbox.train.trainer import _lr_lambda
 
@@ -187,3 +187,37 @@ def test_only_one_callback_may_own_the_backward():
     assert Trainer(model, cfg, callbacks=[Own()]).fit(train, val).global_step_ > 0
     with pytest.raises(ValueError, match="only one callback"):
         Trainer(model, cfg, callbacks=[Own(), Own()]).fit(train, val)
+
+
+def test_label_smoothing_enters_the_training_loss_only(iris):
+    train = iris[0]
+    model, cfg = small(train, label_smoothing=0.1)
+    t = Trainer(model, cfg)
+    t.class_weights_ = None
+    logits = torch.randn(5, 3)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    logp = logits.log_softmax(-1)
+    # (1 - eps) * CE(label) + eps * mean over classes of -log p: the smoothed target's cross-entropy.
+    expected = -(0.9 * logp[torch.arange(5), y] + 0.1 * logp.mean(-1))
+    assert torch.allclose(t.example_losses(logits, y, "classification"), expected, atol=1e-6)
+    plain = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    assert torch.allclose(t.loss_fn(logits, y, "classification", reduction="none"), plain)
+
+
+def test_images_are_augmented_while_training_and_reproducibly():
+    train, _, _ = split_dataset(load_dataset("digits"), 0.2, 0.2, seed=0)
+    model = build_model(ModelConfig(dim=16, depth=1, patch=2), train)
+    idx = torch.arange(8)
+
+    def views(augment):
+        t = Trainer(model, TrainConfig(augment=augment), seed=3)
+        t.dist_, t.class_weights_, t.global_step_ = distributed.current(), None, 5
+        return t._micro_batches(train, idx, "classification")[0].x
+
+    a, b, plain = views("auto"), views("auto"), views("none")
+    assert torch.equal(plain, train.X[idx])
+    assert torch.equal(a, b) and a.shape == plain.shape and not torch.equal(a, plain)
+    # A table is never warped, whatever the setting.
+    tab = split_dataset(load_dataset("iris"), 0.2, 0.2, seed=0)[0]
+    t = Trainer(build_model(ModelConfig(dim=16, depth=1), tab), TrainConfig(augment="auto"))
+    assert not t._augments(tab)

@@ -1,7 +1,9 @@
+import math
 import os
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("transformers")  # the vision extra; the core installs without it
 from PIL import Image
@@ -10,7 +12,16 @@ from glassbox.errors import UserError
 from glassbox.ledger.verify import verify_run
 from glassbox.run import Run
 from glassbox.vision import track as tr
-from glassbox.vision.train import TrackConfig, evaluate, load_config, train_step
+from glassbox.vision.train import (
+    RawMasks,
+    TrackConfig,
+    TrackLossConfig,
+    _loss,
+    evaluate,
+    image_step,
+    load_config,
+    train_step,
+)
 from glassbox.vision.video import load_frames, moving_digits, save_frames
 
 
@@ -62,7 +73,50 @@ def test_train_step_has_gradients_through_memory(model):
     model.zero_grad(set_to_none=True)
     assert any(n.startswith("memory_attention.") for n in grads)
     assert any(n.startswith("memory_encoder.") for n in grads)
-    assert set(parts) == {"bce", "dice", "score"}
+    assert set(parts) == {"focal", "dice", "score"}
+
+
+def test_image_step_trains_encoder_and_decoder(model):
+    loss, parts = image_step(model, TrackConfig(image_batch=4), 0)
+    loss.backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    model.zero_grad(set_to_none=True)
+    assert any(n.startswith("vision_encoder.") for n in grads)
+    assert any(n.startswith("mask_decoder.") for n in grads)
+    assert parts["focal"] > 0 and 0 < parts["dice"] <= 1
+
+
+def test_raw_masks_keep_logits_the_object_score_gates(model):
+    # An object scored absent gets a constant mask from HF; the hook keeps the decoder's own logits.
+    with torch.no_grad(), RawMasks(model) as raw:
+        out = model._single_frame_forward(
+            pixel_values=torch.randn(2, 3, 64, 64),
+            input_points=torch.tensor([[[[10.0, 10.0]]], [[[40.0, 30.0]]]]),
+            input_labels=torch.ones(2, 1, 1, dtype=torch.int32),
+            multimask_output=False,
+        )
+        logits, score = raw.take()
+    assert logits.shape == (2, 32, 32) and score.shape == (2,)
+    for i in range(2):
+        if score[i] > 0:
+            assert torch.equal(out.pred_masks[i, 0], logits[i])
+        else:
+            assert (out.pred_masks[i] == -1024.0).all() and logits[i].std() > 0
+
+
+def test_focal_loss_matches_its_definition():
+    # FL = -alpha_t (1 - p_t)^gamma log(p_t) (Lin et al. 2017), averaged over pixels.
+    def fl(z: float, y: bool) -> float:
+        p = 1 / (1 + math.exp(-z))
+        p_t = p if y else 1 - p
+        return -(0.25 if y else 0.75) * (1 - p_t) ** 2 * math.log(p_t)
+
+    lc = TrackLossConfig(focal=1.0, bce=0.0, dice=0.0, object_score=0.0)
+    for z, y in [(2.0, True), (-1.0, True), (0.5, False)]:
+        logits = torch.tensor([[[z, 3.0]]])  # (1, 1, 2): the second pixel keeps the object visible
+        gt = torch.tensor([[[y, True]]])
+        total, _ = _loss(logits, torch.tensor([1.0]), gt, lc)
+        assert float(total) == pytest.approx((fl(z, y) + fl(3.0, True)) / 2, rel=1e-5)
 
 
 def test_config_is_strict():

@@ -76,10 +76,12 @@ class Trainer:
         task: str,
         reduction: str = "mean",
         weight: torch.Tensor | None = None,
+        label_smoothing: float = 0.0,
     ) -> torch.Tensor:
         """Cross-entropy; for LMs over every next byte. reduction='none' gives one loss per example.
 
-        ``weight`` (K,) weighs classes, as ``train.class_weight: balanced`` asks.
+        ``weight`` (K,) weighs classes, as ``train.class_weight: balanced`` asks;
+        ``label_smoothing`` only enters the training term (``example_losses``).
         """
         if task == "lm":
             # logits (B, T, V), y (B, T); targets of -100 are ignored (prompt
@@ -88,12 +90,15 @@ class Trainer:
             scored = (y != -100).sum(dim=1).clamp(min=1)
             per_ex = per_tok.sum(dim=1) / scored
             return per_ex.mean() if reduction == "mean" else per_ex
-        return nn.functional.cross_entropy(logits, y, reduction=reduction, weight=weight)
+        return nn.functional.cross_entropy(
+            logits, y, reduction=reduction, weight=weight, label_smoothing=label_smoothing
+        )
 
     def example_losses(self, logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
         """(B,) each example's term of the training loss (class-weighted when weights are on)."""
         w = None if self.class_weights_ is None else self.class_weights_.to(logits.dtype)
-        return self.loss_fn(logits, y, task, reduction="none", weight=w)
+        eps = self.config.label_smoothing if task == "classification" else 0.0
+        return self.loss_fn(logits, y, task, reduction="none", weight=w, label_smoothing=eps)
 
     def loss_scale(self, y: torch.Tensor, task: str) -> float:
         """1 / the batch loss's denominator: the batch size, or the sum of class weights.
@@ -324,10 +329,28 @@ class Trainer:
         idx = distributed.shard(idx, self.dist_)  # (a part of the global batch; may be empty)
         parts = idx.tensor_split(max(1, min(self.config.accumulate, len(idx))))
         out = []
+        augment = self._augments(train)
         for m, part in enumerate(parts):
             x, y = self.inputs_targets(train.X[part], train.y[part], task)
+            if augment:
+                x = self._augment(x, m)
             out.append(MicroBatch(m, len(parts), part, train.index[part], x, y, scale))
         return out
+
+    def _augments(self, train: Dataset) -> bool:
+        return self.config.augment == "auto" and train.kind == "image" and train.task == "classification"
+
+    def _augment(self, x: torch.Tensor, micro: int) -> torch.Tensor:
+        """A mild random crop, rotation and shift of each image (B, C, H, W), seeded by step and micro-batch.
+
+        Mild on purpose: an 8 x 8 digit cropped to half its area is often
+        another digit (glassbox.ssl.views.image_view). The seed depends only on
+        (seed, step, micro-batch), so a resumed run sees the same views.
+        """
+        from glassbox.ssl.views import image_view
+
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.global_step_) * 64 + micro)
+        return image_view(x, g, scale=(0.85, 1.0), degrees=10.0, translate=0.0, noise=0.0)
 
     def _run_epoch(self, train: Dataset, epoch: int, skip: int, task: str) -> None:
         c = self.config
@@ -353,8 +376,7 @@ class Trainer:
             if len(micros) == 1:
                 x, y = micros[0].x, micros[0].y
             else:
-                local = torch.cat([m.indices for m in micros])
-                x, y = self.inputs_targets(train.X[local], train.y[local], task)
+                x, y = torch.cat([m.x for m in micros]), torch.cat([m.y for m in micros])  # as trained on
             info = StepInfo(self.global_step_, epoch, idx, train.index[idx], x, y, loss, self.optimizer_)
             for cb in self.callbacks:
                 cb.on_after_backward(self, info)

@@ -50,6 +50,11 @@ class TrackModelConfig(_Strict):
 
 
 class TrackLossConfig(_Strict):
+    # SAM 2 trains with focal 20 : dice 1; from scratch here focal (alpha 0.25 on object
+    # pixels) first drove every mask to empty, while BCE + dice moved at once: BCE by default.
+    focal: float = 0.0
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
     bce: float = 1.0
     dice: float = 1.0
     object_score: float = 1.0
@@ -63,13 +68,22 @@ class TrackConfig(_Strict):
     seed: int = 0
     size: int = 64  # generated canvas, pixels
     frames: int = 8  # frames per training clip
-    steps: int = 1200  # at most; max_minutes stops earlier
-    max_minutes: float = 18.0
+    steps: int = 1200  # video steps at most; max_minutes stops earlier
+    max_minutes: float = 18.0  # the whole training budget, image stage included
+    # Stage 1: single frames, 32 prompts in one batch, no memory. The encoder and mask decoder
+    # learn to segment a prompted digit far faster than through one video at a time; stage 2
+    # (videos) then trains the memory path on a model that already segments.
+    image_minutes: float = 8.0
+    image_batch: int = 32
+    # Share of stage-1 batches prompted with the object's box as well as the point. A point alone
+    # first teaches "segment every digit" (the prompt is ignored); the box's corners localise the
+    # object, which teaches the decoder to read the prompt's position, and points then follow.
+    box_prob: float = 0.5
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 50
     grad_clip: float = 1.0
-    threads: int = 2
+    threads: int = 1  # on a shared 2-core machine two threads beside a busy process ran 20x slower
     log_every: int = 20
     eval_videos: int = 20
     eval_frames: int = 12  # held-out videos are longer than the training clips
@@ -105,28 +119,103 @@ def _train_video_seed(cfg: TrackConfig, step: int) -> int:
     return cfg.seed * 100_003 + step  # below eval_seed for any run shorter than it
 
 
-def _loss(out: Any, gt: torch.Tensor, lc: TrackLossConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """One frame's loss; ``gt`` (N, H, W) visible masks, ``out.pred_masks`` (N, 1, h, w) logits."""
-    logits = F.interpolate(out.pred_masks.float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[
+class RawMasks:
+    """The mask decoder's logits before the HF code gates them by the object score.
+
+    ``Sam2VideoModel`` replaces the masks of an object it scores as absent by
+    a constant (``NO_OBJ_SCORE``), so a loss on ``pred_masks`` has no gradient
+    exactly where the model is wrong about presence; early in training that is
+    half the objects. A forward hook on ``mask_decoder`` keeps the raw logits
+    (the video model calls it once per object, in object order).
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __enter__(self) -> RawMasks:
+        def hook(_mod: Any, _inp: Any, out: Any) -> None:
+            self.calls.append((out[0][:, :, 0], out[3]))  # (B, O, h, w) logits, (B, O, 1) score
+
+        self._handle = self.model.mask_decoder.register_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+
+    def take(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The calls since the last ``take``: logits (N, h, w) and object scores (N,)."""
+        logits = torch.cat([c[0].reshape(-1, *c[0].shape[-2:]) for c in self.calls])
+        score = torch.cat([c[1].reshape(-1) for c in self.calls])
+        self.calls = []
+        return logits, score
+
+
+def _loss(
+    logits: torch.Tensor, score: torch.Tensor, gt: torch.Tensor, lc: TrackLossConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of N masks: raw ``logits`` (N, h, w), object ``score`` (N,), ``gt`` (N, H, W) visible masks."""
+    logits = F.interpolate(logits[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[
         :, 0
-    ]
-    score = out.object_score_logits.reshape(-1)  # (N,)
+    ]  # (N, H, W)
     visible = gt.flatten(1).any(dim=1).float()  # (N,)
     score_loss = F.binary_cross_entropy_with_logits(score, visible)
-    use = (visible > 0) & (score.detach() > 0)  # elsewhere the masks are a constant (no gradient)
+    use = visible > 0  # an absent object has no mask to learn; its score says so
+    zero = torch.zeros(())
     if use.any():
         lg, g = logits[use], gt[use].float()  # (M, H, W)
-        bce = F.binary_cross_entropy_with_logits(lg, g)
+        ce = F.binary_cross_entropy_with_logits(lg, g, reduction="none")  # (M, H, W)
         p = lg.sigmoid()
+        p_t = p * g + (1 - p) * (1 - g)
+        alpha_t = lc.focal_alpha * g + (1 - lc.focal_alpha) * (1 - g)
+        focal = (alpha_t * (1 - p_t) ** lc.focal_gamma * ce).mean()
+        bce = ce.mean()
         dice = (1 - (2 * (p * g).sum((1, 2)) + 1) / (p.sum((1, 2)) + g.sum((1, 2)) + 1)).mean()
     else:
-        bce = dice = torch.zeros(())
-    total = lc.bce * bce + lc.dice * dice + lc.object_score * score_loss
+        focal = bce = dice = zero
+    total = lc.focal * focal + lc.bce * bce + lc.dice * dice + lc.object_score * score_loss
     return total, {
-        "bce": float(bce.detach()),
+        "focal": float(focal.detach()),
         "dice": float(dice.detach()),
         "score": float(score_loss.detach()),
     }
+
+
+def image_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Stage 1: ``image_batch`` single frames, one prompted object each, no memory."""
+    rng = np.random.default_rng(_train_video_seed(cfg, step) + 7_919)
+    frames, points, masks = [], [], []
+    s = model.config.image_size
+    with_box = bool(rng.random() < cfg.box_prob)
+    while len(frames) < cfg.image_batch:
+        video = moving_digits(int(rng.integers(cfg.eval_seed)), frames=cfg.frames, size=cfg.size)
+        t = int(rng.integers(cfg.frames))
+        areas = video.masks[:, t].sum(axis=(1, 2))
+        for i in np.flatnonzero(areas >= 15)[: cfg.image_batch - len(frames)]:
+            frames.append(video.frames[t])
+            x, y = sample_point(video.masks[i, t], rng)
+            corners = []
+            if with_box:
+                ys, xs = np.nonzero(video.masks[i, t])
+                jitter = rng.normal(0, 1.0, size=4)  # a user's box is not pixel-exact
+                x1, y1 = xs.min() + jitter[0], ys.min() + jitter[1]
+                x2, y2 = xs.max() + 1 + jitter[2], ys.max() + 1 + jitter[3]
+                corners = [[x1 * s / cfg.size, y1 * s / cfg.size], [x2 * s / cfg.size, y2 * s / cfg.size]]
+            points.append([*corners, [x * s / cfg.size, y * s / cfg.size]])
+            masks.append(video.masks[i, t])
+    pixels = tr.preprocess(np.stack(frames), s)  # (B, 3, S, S)
+    gt = torch.from_numpy(np.stack(masks))  # (B, H, W)
+    pts = torch.tensor(points, dtype=torch.float32)[:, None]  # (B, 1, P, 2): box corners, then the point
+    labels = torch.tensor([2, 3, 1] if with_box else [1], dtype=torch.int32)  # SAM 2's box-corner labels
+    with RawMasks(model) as raw:
+        model._single_frame_forward(
+            pixel_values=pixels,
+            input_points=pts,
+            input_labels=labels.expand(len(points), 1, -1).contiguous(),
+            multimask_output=False,
+        )
+        logits, score = raw.take()
+    return _loss(logits, score, gt, cfg.loss)
 
 
 def train_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -136,14 +225,21 @@ def train_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, d
     gt = torch.from_numpy(video.masks)  # (N, T, H, W)
     s = model.config.image_size
     session = tr.new_session(model, tr.preprocess(video.frames, s), grad=True)
+    with_box = bool(rng.random() < cfg.box_prob)
     for i in range(gt.shape[0]):
-        tr.add_prompt(session, i + 1, 0, sample_point(video.masks[i, 0], rng), (cfg.size, cfg.size), s)
+        box = None
+        if with_box:
+            ys, xs = np.nonzero(video.masks[i, 0])
+            box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        point = sample_point(video.masks[i, 0], rng)
+        tr.add_prompt(session, i + 1, 0, point, (cfg.size, cfg.size), s, box=box)
     losses, parts = [], []
-    for t in range(cfg.frames):
-        out = tr.forward_frame(model, session, t, grad=True)
-        loss, part = _loss(out, gt[:, t], cfg.loss)
-        losses.append(loss)
-        parts.append(part)
+    with RawMasks(model) as raw:
+        for t in range(cfg.frames):
+            tr.forward_frame(model, session, t, grad=True)
+            loss, part = _loss(*raw.take(), gt[:, t], cfg.loss)
+            losses.append(loss)
+            parts.append(part)
     total = torch.stack(losses).mean()
     return total, {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
 
@@ -177,10 +273,10 @@ def evaluate(
     }
 
 
-def _lr(cfg: TrackConfig, step: int, total: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup) / max(1, total - cfg.warmup))))
+def _lr(cfg: TrackConfig, step: int, progress: float) -> float:
+    """Warm-up over ``warmup`` steps, then a cosine over the stage's time budget (``progress`` in [0, 1])."""
+    warm = min(1.0, (step + 1) / cfg.warmup)
+    return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def train_tracker(config: str | Path | dict[str, Any] | TrackConfig, out: str | Path = "runs") -> Run:
@@ -205,38 +301,46 @@ def train_tracker(config: str | Path | dict[str, Any] | TrackConfig, out: str | 
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         start = time.perf_counter()
         budget = cfg.max_minutes * 60
-        step, window = 0, []
-        while step < cfg.steps:
-            elapsed = time.perf_counter() - start
-            if elapsed > budget:
-                break
-            # The schedule follows the time budget too, so a time-limited run still anneals.
-            total = (
-                min(cfg.steps, max(step + 1, int(step / max(elapsed, 1e-9) * budget)))
-                if step > 20
-                else cfg.steps
-            )
-            for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step, total)
-            loss, parts = train_step(model, cfg, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            window.append({"loss": float(loss), **parts})
-            step += 1
-            if step % cfg.log_every == 0:
-                rec = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                run.log(
-                    {
-                        "step": step,
-                        "train_loss": rec.pop("loss"),
-                        **rec,
-                        "lr": opt.param_groups[0]["lr"],
-                        "minutes": (time.perf_counter() - start) / 60,
-                    }
-                )
-                window = []
+        image_budget = min(cfg.image_minutes * 60, budget)
+        # The schedule follows the clock, so a time-limited run still anneals; each stage has its own.
+        stages = [
+            ("image", image_step, 0.0, image_budget, 10**9),
+            ("video", train_step, image_budget, budget, cfg.steps),
+        ]
+        step, video_steps = 0, 0
+        for stage, fn, begin, end, max_steps in stages:
+            if end <= begin:
+                continue
+            local, window = 0, []
+            while local < max_steps:
+                elapsed = time.perf_counter() - start
+                if elapsed > end:
+                    break
+                for g in opt.param_groups:
+                    g["lr"] = _lr(cfg, local, (elapsed - begin) / (end - begin))
+                loss, parts = fn(model, cfg, step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                window.append({"loss": float(loss.detach()), **parts})
+                step += 1
+                local += 1
+                if local % cfg.log_every == 0:
+                    rec = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                    run.log(
+                        {
+                            "step": step,
+                            "stage": stage,
+                            "train_loss": rec.pop("loss"),
+                            **rec,
+                            "lr": opt.param_groups[0]["lr"],
+                            "minutes": (time.perf_counter() - start) / 60,
+                        }
+                    )
+                    window = []
+            if stage == "video":
+                video_steps = local
         train_minutes = (time.perf_counter() - start) / 60
         ckpt = run.path / "checkpoint"
         model.save_pretrained(ckpt)
@@ -246,6 +350,8 @@ def train_tracker(config: str | Path | dict[str, Any] | TrackConfig, out: str | 
             {
                 "train_minutes": round(train_minutes, 2),
                 "steps": step,
+                "image_steps": step - video_steps,
+                "video_steps": video_steps,
                 "parameters": sum(p.numel() for p in model.parameters()),
             }
         )
