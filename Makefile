@@ -18,9 +18,10 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"  # for --group
 	# explain: captum, fairlearn; federated: Flower (simulation engine, DP accounting) and Opacus;
 	# edge: ONNX, onnxscript, ONNX Runtime, FastAPI and uvicorn; quantum: PennyLane;
-	# ui: python-multipart for uploads; tune: Optuna (preset: best). The dev group has pytest, ruff and Playwright (which
+	# ui: python-multipart for uploads; tune: Optuna (preset: best); audio: espeakng-loader (eSpeak NG and its
+	# voices, for spoken-digits). The dev group has pytest, ruff and Playwright (which
 	# drives the system Chromium in tests/ui; .ci/run installs that with apt when it is missing).
-	$(PIP) -e ".[explain,federated,edge,quantum,ui,tune]" --group dev
+	$(PIP) -e ".[explain,federated,edge,quantum,ui,tune,audio]" --group dev
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -304,6 +304,12 @@ def write_run_report(
         from glassbox.report.quantum import twin_section
 
         sections.append(twin_section(twin))
+    if test.kind == "audio":
+        from glassbox.report.audio import audio_report
+
+        audio = audio_report(run, data, recipe.seed)
+        if audio is not None:
+            sections.append(audio)
     pretrained = _read_json(run, "pretrain.json")
     if pretrained is not None:
         from glassbox.report.ssl import pretrain_section

@@ -89,6 +89,37 @@ def case_unreadable_image(tmp_path):
     return ["train", recipe(tmp_path, f"images:{tmp_path}/imgs")], "broken.png"
 
 
+def wav(path: Path, rate: int = 16000, data: bytes = b"\0\0" * 800) -> None:
+    import wave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(data)
+
+
+def case_unreadable_wav(tmp_path):
+    wav(tmp_path / "snd" / "yes" / "1.wav")
+    (tmp_path / "snd" / "no").mkdir(parents=True)
+    (tmp_path / "snd" / "no" / "2.wav").write_bytes(b"RIFF but not really")
+    return ["train", recipe(tmp_path, f"audio:{tmp_path}/snd")], "cannot read audio file"
+
+
+def case_wav_at_another_rate(tmp_path):
+    wav(tmp_path / "snd" / "yes" / "1.wav")
+    wav(tmp_path / "snd" / "no" / "2.wav", rate=8000)
+    extra = "  audio:\n    resample: false\n"
+    return ["train", recipe(tmp_path, f"audio:{tmp_path}/snd", extra)], "8000 Hz, not 16000 Hz"
+
+
+def case_unknown_audio_key(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("data:\n  source: spoken-digits\n  audio:\n    voises: 5\n")
+    return ["train", str(p)], "data.audio.voices"
+
+
 def case_unknown_dataset(tmp_path):
     return ["train", recipe(tmp_path, "breast-cancr")], "breast-cancer"
 

@@ -70,6 +70,19 @@ def test_valuation_quick_json(capsys) -> None:
     assert any(k.startswith("throughput digits sgd order1_vb8") for k in res["targets"])
 
 
+def test_audio_quick_json(capsys, tmp_path, monkeypatch) -> None:
+    pytest.importorskip("espeakng_loader", reason="spoken-digits needs the audio extra")
+    monkeypatch.setenv("GLASSBOX_CACHE", str(tmp_path))
+    # 9 voices x 3 words, 2 epochs everywhere, one seed: every part of the benchmark, in seconds.
+    assert main(["bench", "audio", "--quick", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["generation"]["identical"] and res["generation"]["runs"][0]["rows"] == 27
+    assert set(res["supervised"]["accuracy_by_snr"]) == {"clean", "20dB", "10dB", "5dB", "0dB"}
+    unit = res["fewlabel"]["units"][0]
+    assert unit["labels"] <= 9 and {"scratch", "contrastive", "masked", "raw_logmel_probe"} <= set(unit)
+    assert len(res["targets"]) == 4
+
+
 def test_ssl_quick_json(capsys) -> None:
     # wine, seed 0, 5 pretraining epochs, 2 draws: every column of the table, in seconds.
     assert main(["bench", "ssl", "--quick", "--json"]) == 0

@@ -36,7 +36,8 @@ def test_classification_sources(name: str) -> None:
 
 
 def test_every_source_is_listed_with_metadata() -> None:
-    assert set(SOURCES.names()) == set(SOURCE_INFO) == {*EXPECTED, "python-corpus", "mqar", "parity"}
+    generated = {"python-corpus", "mqar", "parity", "spoken-digits"}
+    assert set(SOURCES.names()) == set(SOURCE_INFO) == {*EXPECTED, *generated}
     rows = {r["name"]: r for r in list_sources()}
     assert rows["iris"]["rows"] == 150 and rows["iris"]["features"] == 4 and rows["iris"]["classes"] == 3
     assert rows["digits"]["shape"] == [1, 8, 8]

@@ -22,6 +22,9 @@ def tiny(kind: str, conv_stem: bool = False) -> tuple[torch.nn.Module, Dataset]:
     elif kind == "image":
         data = Dataset("i", "image", "classification", torch.rand(24, 1, 8, 8, generator=g),
                        torch.randint(0, 2, (24,), generator=g), classes=["a", "b"])  # fmt: skip
+    elif kind == "audio":  # 0.2 s clips: 21 frames, 4 x 2 patches of the default 32-band spectrogram
+        data = Dataset("s", "audio", "classification", 0.1 * torch.randn(24, 3200, generator=g),
+                       torch.randint(0, 2, (24,), generator=g), classes=["a", "b"])  # fmt: skip
     else:
         data = Dataset("x", "text", "lm", torch.randint(1, 256, (24, 17), generator=g), torch.zeros(24))
     return build_model(cfg, data), data

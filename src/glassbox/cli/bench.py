@@ -14,6 +14,7 @@ from glassbox.cli.common import print_json
 # NAME -> file in benchmarks/; each file has main(argv) -> dict.
 BENCHMARKS = {
     "attention": "attention_speed.py",
+    "audio": "audio.py",  # spoken digits: generation, held-out voices, pretraining with few labels
     "digit-sum": "digit_sum.py",
     "distributed": "distributed.py",
     "explain": "explain_quality.py",

@@ -1,7 +1,7 @@
 """Data: one ``load_dataset`` for every source a recipe can name.
 
 ``data.source`` is a built-in name (see ``glassbox datasets``) or a prefixed
-path: ``csv:PATH``, ``images:DIR`` or ``text:PATH``. Whatever the source, the
+path: ``csv:PATH``, ``images:DIR``, ``text:PATH`` or ``audio:DIR`` (WAV files). Whatever the source, the
 result is a :class:`Dataset`, which :func:`split_dataset` and
 :func:`flip_labels` take as it is.
 
@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from glassbox.config import DataConfig
+from glassbox.data.audio import load_audio_folder
 from glassbox.data.base import Dataset
 from glassbox.data.images import load_image_folder
 from glassbox.data.noise import flip_labels
@@ -42,7 +43,7 @@ __all__ = [
     "split_dataset",
 ]
 
-_LOADERS = {"csv:": load_csv, "images:": load_image_folder, "text:": load_text}
+_LOADERS = {"csv:": load_csv, "images:": load_image_folder, "text:": load_text, "audio:": load_audio_folder}
 
 
 def _config(source: str | DataConfig, overrides: dict[str, Any]) -> DataConfig:

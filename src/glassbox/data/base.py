@@ -11,10 +11,17 @@ report never branch on where the data came from:
 - ``sequence``: ``X`` int64 ``(N, T)`` token ids (0..255) and ``y`` int64
   ``(N, T)`` the target at each position, -100 where nothing is scored
   (synthetic tasks such as MQAR); task ``lm``.
+- ``audio``: ``X`` float32 ``(N, S)`` mono waveforms at ``AUDIO_RATE`` (16 kHz),
+  every clip the same length, ``y`` int64 ``(N,)``; the model computes its
+  own log-mel features (``glassbox.nn.audio``).
 
 ``index`` holds each row's position in the source as loaded, so that data
 values, flipped labels and predictions can always be traced back to a row of
-the user's file, through any number of splits and subsets.
+the user's file, through any number of splits and subsets. ``groups``, when
+set, keeps rows that share a value in the same split (a speaker's clips, so
+the test set is spoken by voices never heard in training); ``row_info`` holds
+per-row facts for the report (voice, accent, noise level), aligned through
+every subset.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-Kind = Literal["tabular", "image", "text", "sequence"]
+Kind = Literal["tabular", "image", "text", "sequence", "audio"]
 Task = Literal["classification", "lm"]
+AUDIO_RATE = 16_000  # Hz, the one sample rate of audio data; sources resample to it
 
 
 @dataclass
@@ -44,6 +52,8 @@ class Dataset:
     sensitive_name: str | None = None
     index: torch.Tensor | None = None  # (N,) row ids in the source; filled in __post_init__
     description: str = ""
+    groups: np.ndarray | None = None  # (N,) rows with equal values stay in one split
+    row_info: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N,) per-row facts
 
     def __post_init__(self) -> None:
         if self.index is None:
@@ -67,6 +77,8 @@ class Dataset:
             y=self.y[rows_t],
             index=self.index[rows_t],
             sensitive=None if self.sensitive is None else self.sensitive[rows_t.numpy()],
+            groups=None if self.groups is None else self.groups[rows_t.numpy()],
+            row_info={k: v[rows_t.numpy()] for k, v in self.row_info.items()},
         )
 
     def digest(self) -> str:

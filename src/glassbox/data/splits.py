@@ -3,7 +3,9 @@
 Classification splits are stratified so that a rare class (the fraud set's
 2 %) appears in every part in the same proportion; language-model windows are
 split in file order, because neighbouring windows share context and would
-otherwise leak text from train into test.
+otherwise leak text from train into test. Data with ``groups`` (the clips of
+one voice) is split by whole groups, stratified by the sensitive column when
+there is one (a voice family), so every family is heard in every split.
 """
 
 from __future__ import annotations
@@ -66,10 +68,49 @@ def split_dataset(
             ds.subset(rows[n_train : n_train + n_val]),
             ds.subset(rows[n_train + n_val :]),
         )
+    if ds.groups is not None:
+        return _split_groups(ds, val_fraction, test_fraction, seed)
     y = ds.y.numpy()
     rest, test = _cut(np.arange(n), y, n_test, seed)
     train, val = _cut(rest, y[rest], n_val, seed)
     return ds.subset(np.sort(train)), ds.subset(np.sort(val)), ds.subset(np.sort(test))
+
+
+def _split_groups(
+    ds: Dataset, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Dataset, Dataset, Dataset]:
+    """(train, val, test) of whole groups: about the fractions of the groups of each stratum each."""
+    assert ds.groups is not None
+    groups = np.asarray(ds.groups).astype(str)
+    names = np.unique(groups)  # sorted: the same order on every machine
+    if len(names) < 3:
+        raise UserError(
+            f"{ds.name} has {len(names)} speakers (groups); splitting by speaker needs at least 3,"
+            " one each for training, validation and test: add more"
+        )
+    strata = np.zeros(len(names), dtype=object)
+    if ds.sensitive is not None:
+        first = {g: str(s) for g, s in zip(groups[::-1], np.asarray(ds.sensitive)[::-1], strict=True)}
+        strata = np.array([first[g] for g in names], dtype=object)
+    rng = np.random.default_rng(seed + 15_485_863)
+    role: dict[str, str] = {}
+    for stratum in sorted(set(strata.tolist()), key=str):
+        members = names[strata == stratum][rng.permutation(int((strata == stratum).sum()))]
+        k = len(members)
+        # Each stratum with three or more groups gives at least one to validation and to test.
+        n_test = max(1, round(k * test_fraction)) if k >= 3 else 0
+        n_val = max(1, round(k * val_fraction)) if k >= 3 else 0
+        for i, g in enumerate(members):
+            role[g] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    if not {"train", "val", "test"} <= set(role.values()):  # small strata only: cut the whole list
+        order = names[rng.permutation(len(names))]
+        n_test = max(1, round(len(names) * test_fraction))
+        n_val = max(1, round(len(names) * val_fraction))
+        role = {
+            g: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, g in enumerate(order)
+        }
+    where = np.array([role[g] for g in groups])
+    return tuple(ds.subset(np.flatnonzero(where == part)) for part in ("train", "val", "test"))  # type: ignore[return-value]
 
 
 def labeled_subset(y: np.ndarray, fraction: float | None = None, per_class: int | None = None, seed: int = 0):

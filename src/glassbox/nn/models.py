@@ -168,7 +168,7 @@ def _check(config: ModelConfig, dataset: Dataset) -> None:
             KINDS.get(config.attention)
         except UserError as err:
             raise UserError(f"model.attention: {err}") from None
-    want = {"tabular": 2, "image": 4, "text": 2, "sequence": 2}
+    want = {"tabular": 2, "image": 4, "text": 2, "sequence": 2, "audio": 2}
     if dataset.kind not in want:
         raise UserError(f"no model for data kind '{dataset.kind}'; valid: {', '.join(want)}")
     if dataset.X.ndim != want[dataset.kind]:
@@ -203,6 +203,10 @@ def _sequence_length(config: ModelConfig, dataset: Dataset) -> int:
         return (H // config.patch) * (W // config.patch) + 1
     if dataset.kind == "text":
         return dataset.X.shape[1] - 1  # windows hold T + 1 bytes
+    if dataset.kind == "audio":
+        from glassbox.nn.audio import audio_tokens
+
+        return audio_tokens(config, dataset.X.shape[1])
     return dataset.X.shape[1]
 
 
@@ -222,6 +226,7 @@ def build_model(config: ModelConfig, dataset: Dataset) -> Transformer:
         "task": dataset.task,
         "n_features": shape[0] if dataset.kind == "tabular" else None,
         "image_shape": shape if dataset.kind == "image" else None,
+        "audio_samples": shape[0] if dataset.kind == "audio" else None,
         "classes": [str(c) for c in dataset.classes],
         "feature_names": [str(f) for f in dataset.feature_names],
         "tokens": tokens,
@@ -251,6 +256,8 @@ def model_from_spec(spec: dict[str, Any]) -> Transformer:
         input_shape: tuple[int, ...] = (int(spec["n_features"]),)
     elif kind == "image":
         input_shape = tuple(int(s) for s in spec["image_shape"])
+    elif kind == "audio":
+        input_shape = (int(spec["audio_samples"]),)
     else:
         input_shape = ()
     n_outputs = VOCAB if spec["task"] == "lm" else len(spec["classes"])

@@ -1,6 +1,6 @@
 """Tokenizers: turn one kind of input into a sequence of ``dim``-wide tokens.
 
-``TOKENIZERS`` maps a data kind (``tabular``, ``image``, ``text``) to a factory
+``TOKENIZERS`` maps a data kind (``tabular``, ``image``, ``text``, ``audio``) to a factory
 ``fn(cfg: ModelConfig, input_shape) -> Tokenizer`` where ``input_shape`` is
 ``dataset.X.shape[1:]``. Input statistics (means and standard deviations) are
 buffers: ``fit(X)`` fills them from the training data once, and afterwards
@@ -191,3 +191,12 @@ def _text(cfg: ModelConfig, input_shape: tuple[int, ...]) -> Tokenizer:
 def _sequence(cfg: ModelConfig, input_shape: tuple[int, ...]) -> Tokenizer:
     # Synthetic token tasks (MQAR, parity) use ids below 256, so bytes' table serves.
     return TextTokenizer(cfg.dim, cfg.max_len)
+
+
+@TOKENIZERS.register("audio")
+def _audio(cfg: ModelConfig, input_shape: tuple[int, ...]) -> Tokenizer:
+    # Log-mel spectrogram patches (glassbox.nn.audio); imported here so table runs never build a filterbank.
+    from glassbox.nn.audio import AudioTokenizer
+
+    (n_samples,) = input_shape
+    return AudioTokenizer(n_samples, cfg.dim, cfg.audio)

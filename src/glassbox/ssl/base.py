@@ -20,7 +20,8 @@ torch.Size([32, 16])
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ EMBED_BATCH = 512  # rows per forward when embedding a whole split without gradi
 class Method(nn.Module):
     """Base of a pretraining objective; subclasses implement ``loss``."""
 
-    kinds: tuple[str, ...] = ("tabular", "image", "text")
+    kinds: tuple[str, ...] = ("tabular", "image", "text", "audio")
 
     def loss(
         self, model: nn.Module, x: torch.Tensor, g: torch.Generator
@@ -48,8 +49,13 @@ def pooled(model: nn.Module, h: torch.Tensor) -> torch.Tensor:
     """(B, dim) one vector per example from token features ``h`` (B, N, dim).
 
     Encoders with a CLS token (tables, images) use it, as the classifier
-    head does; byte models, which have none, average their positions.
+    head does; byte models, which have none, average their positions. A
+    tokenizer with ``pool = "mean"`` (audio) averages its patch tokens, CLS
+    left out: masked-patch pretraining never trains the CLS token, and
+    mean-pooled patches are what audio encoders are probed with (SSAST, Audio-MAE).
     """
+    if getattr(model.tokenizer, "pool", "cls") == "mean":
+        return h[:, 1:].mean(dim=1)
     return h[:, 0] if model.tokenizer.has_cls else h.mean(dim=1)
 
 
@@ -57,6 +63,20 @@ def represent(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, dim) the pooled final-normed features of ``x``, with gradients (for pretraining)."""
     h, _ = model.encode(x)
     return pooled(model, h)
+
+
+@contextlib.contextmanager
+def seeded_augment(model: nn.Module, g: torch.Generator) -> Iterator[None]:
+    """Within the block, a tokenizer that augments while training (audio's SpecAugment) draws from ``g``."""
+    tok = model.tokenizer
+    if not hasattr(tok, "generator"):
+        yield
+        return
+    before, tok.generator = tok.generator, g
+    try:
+        yield
+    finally:
+        tok.generator = before
 
 
 @torch.no_grad()
@@ -86,6 +106,10 @@ def make_view(
         )
     if kind == "text":
         return views.text_view(x, g, crop=cfg.text_crop, ratio=cfg.mask_ratio or 0.15)
+    if kind == "audio":
+        from glassbox.ssl.audio import audio_view
+
+        return audio_view(x, g, speed=cfg.speed, shift=cfg.shift, snr=cfg.view_snr)
     raise ValueError(f"no views for data kind '{kind}'")
 
 

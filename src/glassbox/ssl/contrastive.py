@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glassbox.ssl.base import METHODS, Method, make_view, represent
+from glassbox.ssl.base import METHODS, Method, make_view, represent, seeded_augment
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
@@ -102,7 +102,8 @@ class Contrastive(Method):
             make_view(self.kind, x, g, self.pool, self.cfg),
             make_view(self.kind, x, g, self.pool, self.cfg),
         )
-        z = self.head(represent(model, torch.cat([v1, v2])))  # (2B, proj_dim): one pass, one BN batch
+        with seeded_augment(model, g):
+            z = self.head(represent(model, torch.cat([v1, v2])))  # (2B, proj_dim): one pass, one BN batch
         z1, z2 = z.chunk(2)
         loss = nt_xent(z1, z2, self.cfg.temperature)
         return loss, {"nt_xent": float(loss.detach())}
@@ -129,6 +130,7 @@ class VICReg(Method):
             make_view(self.kind, x, g, self.pool, self.cfg),
             make_view(self.kind, x, g, self.pool, self.cfg),
         )
-        z1, z2 = self.head(represent(model, torch.cat([v1, v2]))).chunk(2)
+        with seeded_augment(model, g):
+            z1, z2 = self.head(represent(model, torch.cat([v1, v2]))).chunk(2)
         loss, terms = vicreg(z1, z2)
         return loss, {k: float(v.detach()) for k, v in terms.items()}

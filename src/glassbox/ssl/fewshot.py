@@ -111,13 +111,28 @@ def evaluate_shots(
     }
 
 
+def raw_features(model: Any, X: Any) -> np.ndarray:
+    """(N, D) the inputs as a raw baseline reads them: flattened, log-mel spectrograms for audio."""
+    import torch
+
+    if getattr(model, "kind", None) != "audio":
+        return X.flatten(1).numpy()
+    with torch.no_grad():
+        return torch.cat([model.tokenizer.raw_features(X[i : i + 256]).flatten(1)
+                          for i in range(0, len(X), 256)]).numpy()  # fmt: skip
+
+
 def fewshot_report(model: Any, train: Any, test: Any, shots: list[int], draws: int = DRAWS, seed: int = 0):
-    """Few-shot table for a classification ``model``: encoder vs raw features, each K in ``shots``."""
+    """Few-shot table for a classification ``model``: encoder vs raw features, each K in ``shots``.
+
+    For audio the raw features are the log-mel spectrogram the tokenizer
+    computes (a waveform's samples are no features a linear model can use).
+    """
     from glassbox.ssl.base import embed
 
     features = {
         "encoder": (embed(model, train.X).numpy(), embed(model, test.X).numpy()),
-        "raw": (train.X.flatten(1).numpy(), test.X.flatten(1).numpy()),
+        "raw": (raw_features(model, train.X), raw_features(model, test.X)),
     }
     y_tr, y_te = train.y.numpy(), test.y.numpy()
     return [evaluate_shots(features, y_tr, y_te, shots=k, draws=draws, seed=seed) for k in shots]

@@ -13,7 +13,8 @@ One registered method, ``masked``, with the form that suits each data kind:
   convolutional stem the hidden patches' pixels are blanked before the
   stem as well, so no visible token's receptive field sees into them;
 - text: spans of bytes are replaced by ``MASK_BYTE`` and the byte model
-  predicts the original bytes at the masked positions.
+  predicts the original bytes at the masked positions;
+- audio, Audio-MAE: MAE on log-mel spectrogram patches (``glassbox.ssl.audio``).
 
 >>> import torch
 >>> from glassbox.config import ModelConfig, PretrainConfig
@@ -45,7 +46,7 @@ from glassbox.ssl.views import marginal_corrupt, span_mask
 # VIME's p_m = 0.3; MAE hides 75 % of 196 patches, but digits have 16, and
 # hiding 12 of them leaves too little of an 8 x 8 digit to infer the rest;
 # BERT masks 15 % of tokens.
-MASK_RATIO = {"tabular": 0.3, "image": 0.5, "text": 0.15}
+MASK_RATIO = {"tabular": 0.3, "image": 0.5, "text": 0.15, "audio": 0.5}
 VIME_ALPHA = 2.0  # weight of feature reconstruction beside mask estimation (VIME's alpha)
 
 
@@ -124,6 +125,16 @@ class Masked(Method):
             self.decoder = Block(dim, heads, mlp_ratio=2.0)
             self.dec_norm = nn.LayerNorm(dim)
             self.dec_out = nn.Linear(dim, C * self.patch * self.patch)
+        elif self.kind == "audio":
+            tok = model.tokenizer
+            n_patches = tok.grid[0] * tok.grid[1]
+            heads = model.blocks[0].attn.heads
+            self.dec_in = nn.Linear(dim, dim)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+            self.dec_pos = nn.Parameter(torch.randn(1, 1 + n_patches, dim) * 0.02)
+            self.decoder = Block(dim, heads, mlp_ratio=2.0)
+            self.dec_norm = nn.LayerNorm(dim)
+            self.dec_out = nn.Linear(dim, tok.cfg.patch_mels * tok.cfg.patch_frames)
         elif self.kind != "text":
             raise ValueError(f"no masked modeling for data kind '{self.kind}'")
 
@@ -134,6 +145,10 @@ class Masked(Method):
             return self._vime(model, x, g)
         if self.kind == "image":
             return self._mae(model, x, g)
+        if self.kind == "audio":
+            from glassbox.ssl.audio import audio_mae_loss
+
+            return audio_mae_loss(self, model, x, g)
         return self._bytes(model, x, g)
 
     def _vime(self, model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, dict]:

@@ -80,7 +80,8 @@ def check_init(run_dir: str | Path, recipe: Any, dataset: Any) -> None:
         )
     mine = recipe.model.model_dump(mode="json")
     theirs = spec.get("model", {})
-    for key in _ARCH:
+    keys = (*_ARCH, "audio") if dataset.kind == "audio" else _ARCH  # the tokenizer's features must agree
+    for key in keys:
         if key == "attention" and mine[key] == "auto":
             continue  # auto resolves by length, the same for the same data
         if theirs.get(key) != mine[key]:
@@ -91,7 +92,9 @@ def check_init(run_dir: str | Path, recipe: Any, dataset: Any) -> None:
     shape = list(dataset.X.shape[1:])
     want = shape[0] if dataset.kind == "tabular" else shape
     got = spec.get("n_features") if dataset.kind == "tabular" else spec.get("image_shape")
-    if dataset.kind in ("tabular", "image") and got != want:
+    if dataset.kind == "audio":
+        want, got = shape[0], spec.get("audio_samples")
+    if dataset.kind in ("tabular", "image", "audio") and got != want:
         raise UserError(
             f"--init {run_dir}: its model reads inputs of shape {got}, this data has {want};"
             " pretrain on the same data source"
