@@ -19,6 +19,7 @@ once in worker processes.
 Example:
     python benchmarks/defaults_search.py --kind tabular > defaults-tabular.json   # ~15 min
     python benchmarks/defaults_search.py --kind image --seeds 0,1 > defaults-image.json
+    python benchmarks/defaults_search.py --kind image --factors augment --start '{"train.epochs": 100}'
     python benchmarks/defaults_search.py --quick          # wine, 2 factors, a smoke test
 """
 
@@ -143,8 +144,10 @@ class Search:
         return [self.cache[json.dumps(c, sort_keys=True)] for c in candidates]
 
 
-def coordinate_search(kind: str, search: Search, factors: list[str]) -> dict[str, Any]:
-    best: dict[str, Any] = {}
+def coordinate_search(
+    kind: str, search: Search, factors: list[str], start: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    best: dict[str, Any] = dict(start or {})
     steps = []
     for factor in factors:
         print(f"{kind}: {factor}", file=sys.stderr, flush=True)
@@ -177,6 +180,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--datasets", type=_csv(str), default=None, help="default: the kind's embedded sets")
     p.add_argument("--factors", type=_csv(str), default=None, help="default: all, in order")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
+    p.add_argument(
+        "--start", type=json.loads, default=None, help='overrides to start from, JSON: {"model.dim": 128}'
+    )
     args = p.parse_args(argv)
     factors = list(FACTORS[args.kind])
     if args.quick:
@@ -198,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     threads = torch.get_num_threads()
     try:
-        result = coordinate_search(args.kind, Search(args.datasets, args.seeds, args.jobs), args.factors)
+        search = Search(args.datasets, args.seeds, args.jobs)
+        result = coordinate_search(args.kind, search, args.factors, args.start)
     finally:
         torch.set_num_threads(threads)
     from glassbox.run import _git_commit
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "datasets": args.datasets,
         "seeds": args.seeds,
         "factors": args.factors,
+        "start": args.start or {},
         "score": "mean validation accuracy over data sets and seeds; within half a row: lower val log loss",
         **result,
         "seconds": round(time.perf_counter() - start, 1),

@@ -26,8 +26,31 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+# English accents of eSpeak NG (its language files); other languages speak the words with their rules.
+ACCENTS = ["en-us", "en", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan"]
+
+
+class AudioDataConfig(Section):
+    """Audio sources: the generated ``spoken-digits`` (glassbox.data.audio) and ``audio:DIR`` (WAV files)."""
+
+    words: list[str] = Field(default_factory=lambda: list(DIGIT_WORDS), min_length=2)  # the classes
+    voices: int | None = Field(None, ge=3)  # eSpeak voice variants (speakers) used; None: all (~100)
+    accents: list[str] = Field(default_factory=lambda: list(ACCENTS), min_length=1)
+    takes: int = Field(3, ge=1)  # clips per voice and word, each its own accent, rate and pitch
+    rate: tuple[int, int] = (130, 230)  # speaking rate drawn per clip, words per minute
+    pitch: tuple[int, int] = (25, 75)  # eSpeak pitch (0-99) drawn per clip
+    seconds: float = Field(0.8, gt=0, le=30)  # clip length; longer words are cut, shorter padded
+    # Background noise mixed into every clip at this signal-to-noise ratio (dB); None: clean.
+    snr: float | None = None
+    reverb: float = Field(0.0, ge=0, le=3)  # room reverberation time RT60 in seconds; 0: dry
+    seed: int = 0  # the data set's own seed, apart from the recipe's: every run hears the same clips
+    # audio:DIR: resample files that are not at 16 kHz (false: refuse them).
+    resample: bool = True
+
+
 class DataConfig(Section):
-    # A registered name (see `glassbox datasets`) or csv:PATH, images:DIR, text:PATH.
+    # A registered name (see `glassbox datasets`) or csv:PATH, images:DIR, text:PATH, audio:DIR.
     source: str = "breast-cancer"
     label: str | None = None  # label column of a CSV; its last column when unset
     sensitive: str | None = None  # column held out of the features as the group for audits
@@ -42,6 +65,24 @@ class DataConfig(Section):
     # (seeded, stratified, at least one per class); the rest stay in the data
     # for pretraining only. 1.0: every label. For few-label experiments.
     label_fraction: float = Field(1.0, gt=0, le=1)
+    audio: AudioDataConfig = AudioDataConfig()
+
+
+class AudioModelConfig(Section):
+    """The audio tokenizer (glassbox.nn.audio): log-mel features, spectrogram patches, SpecAugment."""
+
+    n_fft: int = Field(400, ge=16)  # 25 ms windows at 16 kHz
+    hop: int = Field(160, ge=1)  # 10 ms between frames
+    n_mels: int = Field(32, ge=2)
+    f_min: float = Field(20.0, ge=0)
+    f_max: float | None = Field(None, gt=0)  # None: half the sample rate
+    patch_mels: int = Field(8, ge=1)  # a token covers patch_mels mel bands x patch_frames frames
+    patch_frames: int = Field(8, ge=1)
+    # SpecAugment (Park et al., 2019) while training: masks of up to *_width bands or frames.
+    freq_masks: int = Field(2, ge=0)
+    freq_width: int = Field(6, ge=0)
+    time_masks: int = Field(2, ge=0)
+    time_width: int = Field(10, ge=0)
 
 
 class ModelConfig(Section):
@@ -73,6 +114,7 @@ class ModelConfig(Section):
     head: Literal["linear", "quantum", "classical_small"] = "linear"
     qubits: int = Field(4, ge=1, le=12)  # quantum, classical_small: width; simulation cost is 2**qubits
     quantum_layers: int = Field(2, ge=1)  # quantum: entangling layers; classical_small: MLP sized to match
+    audio: AudioModelConfig = AudioModelConfig()
 
 
 class TrainConfig(Section):
@@ -160,8 +202,9 @@ class PretrainConfig(Section):
     """Self-supervised pretraining of the encoder before supervised training (glassbox.ssl)."""
 
     # contrastive: NT-Xent with a projection head (SCARF views for tables, SimCLR
-    # augmentations for images, crops and span masks for text); vicreg: VICReg on
-    # the same views; masked: VIME for tables, MAE for images, masked bytes for text.
+    # augmentations for images, crops and span masks for text, speed/shift/noise and
+    # SpecAugment for audio); vicreg: VICReg on the same views; masked: VIME for tables,
+    # MAE for images and for audio spectrogram patches, masked bytes for text.
     method: Literal["contrastive", "vicreg", "masked"] = "contrastive"
     epochs: int = Field(150, ge=1)
     batch_size: int = Field(256, ge=2)  # contrastive: every other row of the batch is a negative
@@ -182,9 +225,14 @@ class PretrainConfig(Section):
     translate: float = Field(0.0, ge=0, lt=1)  # images: extra shift beyond the crop's, share of the side
     noise: float = Field(0.05, ge=0)  # images: Gaussian noise std, as a share of each image's range
     text_crop: float = Field(0.8, gt=0, le=1)  # text: share of each window a view keeps
-    # masked: share hidden; None: by kind (tables 0.3 as VIME, images 0.5, text 0.15 as BERT).
+    # masked: share hidden; None: by kind (tables 0.3 as VIME, images and audio 0.5, text 0.15 as BERT).
     # Also the span-mask share of text views.
     mask_ratio: float | None = Field(None, gt=0, lt=1)
+    # audio views: speed change up to +-speed (pitch and tempo together), a shift of up to
+    # shift seconds, and background noise at an SNR drawn from view_snr to view_snr + 20 dB.
+    speed: float = Field(0.1, ge=0, lt=0.5)
+    shift: float = Field(0.1, ge=0)
+    view_snr: float = 10.0
 
 
 class ExplainConfig(Section):
@@ -307,6 +355,19 @@ class Recipe(Section):
     report: ReportConfig = ReportConfig()
 
 
+# Defaults of the tabular and the image model, chosen by the validation-only
+# search of benchmarks/defaults_search.py; docs/DEFAULTS.md holds the evidence.
+# They sit under the preset and the recipe.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tabular": {
+        "model": {"dim": 128, "depth": 2, "dropout": 0.2},
+        "train": {"epochs": 100, "patience": 25, "monitor": "val_loss", "weight_decay": 0.01},
+    },
+    "image": {
+        "model": {"conv_stem": True, "patch": 1},
+    },
+}
+
 # Presets trade time for quality. They sit under the user's recipe: any key
 # the recipe sets wins.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -410,15 +471,32 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def source_kind(source: str) -> str | None:
+    """The kind of data a ``data.source`` names (tabular, image, text, audio), without loading it."""
+    prefixes = {"csv": "tabular", "images": "image", "text": "text", "audio": "audio"}
+    if ":" in source:
+        return prefixes.get(source.split(":", 1)[0])
+    from glassbox.data.sources import SOURCE_INFO
+
+    return SOURCE_INFO.get(source, {}).get("kind")
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
-    """Read, layer and validate a recipe. Raises UserError with one line on any problem."""
+    """Read, layer and validate a recipe. Raises UserError with one line on any problem.
+
+    Layers, bottom to top: the built-in defaults, the defaults of the data's
+    kind (``KIND_DEFAULTS``), the preset, the YAML file, then ``--set``.
+    """
     user = read_yaml(path) if path is not None else {}
     for assignment in overrides or []:
         _set(user, assignment)
     preset = user.get("preset", "default")
     if preset not in PRESETS:
         raise UserError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
-    tree = _merge(PRESETS[preset], user)
+    data = user.get("data")
+    source = data.get("source", DataConfig().source) if isinstance(data, dict) else DataConfig().source
+    kind = source_kind(source) if isinstance(source, str) else None  # a bad source fails validation below
+    tree = _merge(_merge(KIND_DEFAULTS.get(kind or "", {}), PRESETS[preset]), user)
     try:
         return Recipe.model_validate(tree)
     except ValidationError as err:

@@ -25,7 +25,15 @@ from glassbox.pipeline import run_recipe
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    recipe = load_recipe(None, ["data.source=breast-cancer", "preset=fast", "train.epochs=2"])
+    # dropout and monitor pinned: the README example promises this 2-epoch model's answers.
+    sets = [
+        "data.source=breast-cancer",
+        "preset=fast",
+        "train.epochs=2",
+        "model.dropout=0.1",
+        "train.monitor=auto",
+    ]
+    recipe = load_recipe(None, sets)
     run = run_recipe(recipe, tmp_path_factory.mktemp("runs"), progress=False)
     export_run(run.path, int8=True)
     return run.path

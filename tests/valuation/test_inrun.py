@@ -164,8 +164,15 @@ def _fit(case: str, train_cfg: dict, steps: int = 1, **valuation):
     model, tr, va = _model(case)
     inrun = InRunValuation(val_batch=len(va), **valuation)
     rec = StepRecorder(inrun, va)
+    # augment off: the per-example reference gradients are of the stored rows, not of random views.
     cfg = TrainConfig(
-        epochs=1, warmup=0.0, schedule="constant", patience=None, max_steps_per_epoch=steps, **train_cfg
+        epochs=1,
+        warmup=0.0,
+        schedule="constant",
+        patience=None,
+        max_steps_per_epoch=steps,
+        augment="none",
+        **train_cfg,
     )
     Trainer(model, cfg, callbacks=[rec, inrun], seed=0).fit(tr, va)
     return rec, inrun
