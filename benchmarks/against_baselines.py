@@ -36,11 +36,14 @@ DATASETS = ["breast-cancer", "wine", "digits"]
 TARGET_GAP = -0.005  # glassbox's mean accuracy may trail the best baseline by at most half a point
 
 
-def one_dataset(source: str, seeds: int, preset: str, minutes: float | None, out: str) -> dict[str, Any]:
+def one_dataset(
+    source: str, seeds: int, preset: str, minutes: float | None, out: str, extra: list[str] | None = None
+) -> dict[str, Any]:
     from glassbox.config import load_recipe
     from glassbox.pipeline import run_seeds
 
     sets = [f"data.source={source}", f"preset={preset}", f"name={source}-{preset}", "train.threads=1"]
+    sets += extra or []
     if preset == "best" and minutes is not None:
         sets.append(f"tune.timeout={minutes * 60:g}")
     recipe = load_recipe(None, overrides=sets)
@@ -77,6 +80,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--preset", choices=["fast", "default", "best"], default="default")
     p.add_argument("--minutes", type=float, default=None, help="best: each run's search budget")
+    p.add_argument("--set", action="append", default=[], dest="extra", help="a recipe override (repeatable)")
     p.add_argument("--quick", action="store_true", help="wine, 2 seeds (a smoke test)")
     p.add_argument("--out", default=None, help="keep the run folders here (default: a temporary folder)")
     args = p.parse_args(argv)
@@ -93,7 +97,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = args.out or tempfile.mkdtemp(prefix="glassbox-baselines-")
     start = time.perf_counter()
     try:
-        results = [one_dataset(d, args.seeds, args.preset, args.minutes, out) for d in args.datasets]
+        results = [
+            one_dataset(d, args.seeds, args.preset, args.minutes, out, args.extra) for d in args.datasets
+        ]
     finally:
         torch.set_num_threads(threads)
     from glassbox.run import _git_commit
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "against_baselines",
         "commit": _git_commit(),
         "preset": args.preset,
+        "overrides": args.extra,
         "results": results,
         "all_within_half_point": all(r["within_half_point"] for r in results),
         "seconds": round(time.perf_counter() - start, 1),

@@ -35,3 +35,7 @@ def test_the_search_never_sees_a_test_row(tmp_path, monkeypatch):
     kinds = [json.loads(line)["kind"] for line in (run.path / "ledger.jsonl").read_text().splitlines()]
     assert kinds.count("config") >= 3  # config.yaml, tune.json, config_tuned.yaml
     assert main(["verify", str(run.path)]) == 0
+    # The first trial is the recipe's own configuration (the tuned defaults).
+    recipe = load_recipe(None, TINY)
+    first = tune["trials"][0]["params"]
+    assert first["model.dim"] == recipe.model.dim and first["train.lr"] == recipe.train.lr

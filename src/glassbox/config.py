@@ -361,7 +361,14 @@ class Recipe(Section):
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "tabular": {
         "model": {"dim": 128, "depth": 2, "dropout": 0.2},
-        "train": {"epochs": 100, "patience": 25, "monitor": "val_loss", "weight_decay": 0.01},
+        "train": {
+            "epochs": 100,
+            "patience": 25,
+            "monitor": "val_loss",  # 85 validation rows make accuracy a coarse signal; loss is smoother
+            "batch_size": 32,
+            "lr": 2e-3,
+            "weight_decay": 0.01,
+        },
     },
     "image": {
         "model": {"conv_stem": True, "patch": 1},

@@ -68,6 +68,18 @@ def folds(y: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
 
 
+def start_params(recipe: Any, space: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """The recipe's own values of the searched parameters, where they lie inside the space."""
+    out = {}
+    for name, (kind, spec) in space.items():
+        section, field = name.split(".", 1)
+        value = getattr(getattr(recipe, section), field)
+        inside = value in spec if kind == "cat" else spec[0] <= value <= spec[1]
+        if inside:
+            out[name] = value
+    return out
+
+
 def search(recipe: Any, train: Any, *, progress: bool | None = None) -> dict[str, Any]:
     """Run the study on ``train`` (the training split, nothing else) as ``recipe.tune`` says.
 
@@ -94,6 +106,9 @@ def search(recipe: Any, train: Any, *, progress: bool | None = None) -> dict[str
     sampler = optuna.samplers.TPESampler(seed=recipe.seed, n_startup_trials=min(8, cfg.trials))
     pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
     study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    # The first trial is the recipe itself (the tuned defaults, docs/DEFAULTS.md), so the search
+    # can only replace it with something that scored better on the folds.
+    study.enqueue_trial(start_params(recipe, space), skip_if_exists=True)
     show = sys.stderr.isatty() if progress is None else progress
     start = time.perf_counter()
 

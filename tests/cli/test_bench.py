@@ -94,3 +94,20 @@ def test_ssl_quick_json(capsys) -> None:
         assert {f"{feat}_probe", f"{feat}_prototype"} <= cols
     assert "supervised" in cols and table["1-shot"]["labels"] == 3
     assert all(0 <= table[s][c]["mean"] <= 1 for s in table for c in cols)
+
+
+def test_every_registered_benchmark_has_its_script() -> None:
+    from glassbox.cli.bench import BENCHMARKS, benchmarks_dir
+
+    missing = [name for name, file in BENCHMARKS.items() if not (benchmarks_dir() / file).is_file()]
+    assert not missing
+
+
+def test_defaults_search_quick_json(capsys) -> None:
+    assert main(["bench", "defaults", "--json", "--quick"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [s["factor"] for s in res["steps"]] == ["monitor", "label_smoothing"]
+    assert set(res["chosen"]) == {"train.monitor", "train.label_smoothing"}
+    # Scores are validation-only: every training reports its validation rows, none a test metric.
+    for r in res["final"]["runs"]:
+        assert {"val_accuracy", "val_loss"} <= set(r) and not any(k.startswith("test") for k in r)

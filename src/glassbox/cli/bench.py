@@ -13,8 +13,10 @@ from glassbox.cli.common import print_json
 
 # NAME -> file in benchmarks/; each file has main(argv) -> dict.
 BENCHMARKS = {
+    "against_baselines": "against_baselines.py",  # the defaults over 5 seeds beside LR, HGB, SVC
     "attention": "attention_speed.py",
     "audio": "audio.py",  # spoken digits: generation, held-out voices, pretraining with few labels
+    "defaults": "defaults_search.py",  # the validation-only search behind KIND_DEFAULTS (docs/DEFAULTS.md)
     "digit-sum": "digit_sum.py",
     "distributed": "distributed.py",
     "explain": "explain_quality.py",
