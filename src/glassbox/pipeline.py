@@ -594,7 +594,7 @@ def run_seeds(recipe: Recipe, out: str | Path, n: int, **kwargs: Any) -> dict[st
                 for k, v in row["test"].items():
                     if v is not None:
                         per.setdefault(row["name"], {}).setdefault(k, []).append(float(v))
-            for k in ("balanced_accuracy", "log_loss"):
+            for k in ("balanced_accuracy", "log_loss", "roc_auc"):
                 v = record["glassbox"]["test"].get(k)
                 if v is not None:
                     per["glassbox"].setdefault(k, []).append(float(v))

@@ -209,7 +209,7 @@ def test_images_are_augmented_while_training_and_reproducibly():
     model = build_model(ModelConfig(dim=16, depth=1, patch=2), train)
     idx = torch.arange(8)
 
-    def views(augment):
+    def views(augment):  # "auto" on images: warped; "none": the stored rows
         t = Trainer(model, TrainConfig(augment=augment), seed=3)
         t.dist_, t.class_weights_, t.global_step_ = distributed.current(), None, 5
         return t._micro_batches(train, idx, "classification")[0].x
