@@ -127,6 +127,19 @@ def labeled_rows(train: Any, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
+LABEL_FRACTIONS = (0.01, 0.05, 1.0)  # the probe's labels besides the 30: a share of the training clips
+
+
+def fraction_rows(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified, seeded share of the rows, at least one per class."""
+    rng = np.random.default_rng(seed * 7 + 1)
+    picked = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        picked.append(rng.choice(rows, size=max(1, round(fraction * len(rows))), replace=False))
+    return np.sort(np.concatenate(picked))
+
+
 def fewlabel_unit(sets: list[str], seed: int, methods: list[str], pretrain_epochs: int,
                   scratch_epochs: int) -> dict[str, Any]:  # fmt: skip
     """One seed: scratch on the few labels, and each pretrained encoder probed with them."""
@@ -172,8 +185,15 @@ def fewlabel_unit(sets: list[str], seed: int, methods: list[str], pretrain_epoch
         Ztr, Zte = embed(model, train.X).numpy(), embed(model, test.X).numpy()
         acc = float((probe_predict(Ztr[rows], y_tr[rows], Zte, pool=Ztr) == y_te).mean())
         full = float((probe_predict(Ztr, y_tr, Zte, pool=Ztr) == y_te).mean())
+        by_fraction = {}
+        for frac in LABEL_FRACTIONS:
+            part = fraction_rows(y_tr, frac, seed)
+            pred = probe_predict(Ztr[part], y_tr[part], Zte, pool=Ztr)
+            hit = round(float((pred == y_te).mean()), 4)
+            by_fraction[f"{frac:g}"] = {"labels": len(part), "accuracy": hit}
         out[method] = {
             "probe_accuracy": round(acc, 4), "probe_all_labels": round(full, 4),
+            "probe_by_label_fraction": by_fraction,
             "final_loss": round(history[-1]["pretrain_loss"], 4), "seconds": round(seconds, 1),
         }  # fmt: skip
     return out
