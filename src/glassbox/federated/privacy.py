@@ -23,7 +23,8 @@ federation pools before round 1 (``task.client_stats``) are not noised.
 >>> from glassbox.config import PrivacyConfig, load_recipe
 >>> from glassbox.nn import build_model
 >>> from glassbox.pipeline import prepare_data
->>> r = load_recipe(None, ["data.source=iris", "model.dim=16", "model.depth=1", "train.epochs=1"])
+>>> r = load_recipe(None, ["data.source=iris", "model.dim=16", "model.depth=1", "train.epochs=1",
+...                      "train.batch_size=64"])
 >>> d = prepare_data(r); model = build_model(r.model, d["train"]); priv = PrivacyConfig(mode="local")
 >>> state, steps, loss, history, eps = dp_sgd_train(model, r.train, d["train"], priv, seed=0, history=[])
 >>> sorted(state) == sorted(model.state_dict()), steps, history == [[1.0, 64 / len(d["train"]), 1]]
