@@ -13,10 +13,12 @@ from glassbox.ledger.verify import verify_run
 from glassbox.run import Run
 from glassbox.vision import track as tr
 from glassbox.vision.train import (
+    AttentionGuide,
     RawMasks,
     TrackConfig,
     TrackLossConfig,
     _loss,
+    _lr,
     evaluate,
     image_step,
     load_config,
@@ -84,6 +86,88 @@ def test_image_step_trains_encoder_and_decoder(model):
     assert any(n.startswith("vision_encoder.") for n in grads)
     assert any(n.startswith("mask_decoder.") for n in grads)
     assert parts["focal"] > 0 and 0 < parts["dice"] <= 1
+    assert 0 < parts["attention"] < 10  # cross-entropy over the 8x8 attention grid: log(64) = 4.2 if uniform
+
+
+def test_attention_guide_recomputes_the_decoders_attention(model):
+    # softmax(q k^T * scale) from the hook, applied to the values, must give the module's own output.
+    seen = []
+    mods = AttentionGuide(model).modules
+
+    def keep(mod, _args, kwargs, out):
+        seen.append((mod, kwargs["value"], out[0]))
+
+    handles = [m.register_forward_hook(keep, with_kwargs=True) for m in mods]
+    guide = AttentionGuide(model)
+    try:
+        with torch.no_grad(), guide:
+            model._single_frame_forward(
+                pixel_values=torch.randn(2, 3, 64, 64),
+                input_points=torch.tensor([[[[10.0, 10.0]]], [[[40.0, 30.0]]]]),
+                input_labels=torch.ones(2, 1, 1, dtype=torch.int32),
+                multimask_output=False,
+            )
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(guide.calls) == len(seen) == len(model.mask_decoder.transformer.layers) + 1
+    for probs, (mod, value, out) in zip(guide.calls, seen, strict=True):
+        b, heads, tokens, hw = probs.shape
+        assert hw == 64 and torch.allclose(probs.sum(-1), torch.ones(b, heads, tokens), atol=1e-5)
+        v = mod.v_proj(value).reshape(b, hw, heads, mod.head_dim).transpose(1, 2)  # (B, heads, HW, hd)
+        mixed = (probs @ v).transpose(1, 2).reshape(b, 1, tokens, heads * mod.head_dim)
+        assert torch.allclose(mod.o_proj(mixed), out, atol=1e-5)
+
+
+def test_attention_guide_loss_is_cross_entropy_to_the_pooled_mask():
+    guide = AttentionGuide.__new__(AttentionGuide)
+    guide.modules = [None]  # one attention module
+    gt = torch.zeros(1, 16, 16, dtype=torch.bool)
+    gt[0, :8, :4] = True  # on a 4x4 grid: cells (0, 0) and (1, 0), half the mass each
+    uniform = torch.full((1, 2, 3, 16), 1 / 16)  # (B, heads, tokens, HW)
+    guide.calls = [uniform]
+    assert float(guide.loss(gt, [0, 2])) == pytest.approx(math.log(16), rel=1e-5)
+    exact = torch.zeros(1, 2, 3, 16)
+    exact[..., [0, 4]] = 0.5
+    guide.calls = [exact]
+    assert float(guide.loss(gt, [1])) == pytest.approx(math.log(2), abs=1e-4)
+    guide.calls = [uniform]
+    empty = torch.zeros(2, 16, 16, dtype=torch.bool)
+    empty[1] = gt[0]  # an object with no visible pixel is left out
+    guide.calls = [uniform.expand(2, -1, -1, -1)]
+    assert float(guide.loss(empty, [0])) == pytest.approx(math.log(16), rel=1e-5)
+
+
+def test_memory_path_starts_at_unit_gain(model):
+    # std 1/sqrt(fan_in), zero bias (not HF's 0.02 everywhere, which shrank memories to ~0.05).
+    conv = torch.nn.Conv2d(32, 16, kernel_size=3)
+    lin = torch.nn.Linear(400, 300)
+    tr._unit_gain_init(torch.nn.Sequential(conv, lin))
+    assert float(conv.weight.std()) == pytest.approx((32 * 9) ** -0.5, rel=0.05)
+    assert float(lin.weight.std()) == pytest.approx(400**-0.5, rel=0.05)
+    assert not conv.bias.any() and not lin.bias.any()
+    proj = model.memory_encoder.projection
+    assert float(proj.weight.std()) == pytest.approx(proj.weight[0].numel() ** -0.5, rel=0.2)
+    # A frame's features go through the memory encoder with their scale kept (within 10x).
+    feats = torch.randn(1, proj.in_channels, 8, 8)
+    with torch.no_grad():
+        mem, _ = model.memory_encoder(feats, torch.rand(1, 1, 128, 128))  # masks at 4x the mask input size
+    assert 0.1 < float(mem.std()) < 10
+
+
+def test_train_step_guides_attention_on_every_frame(model):
+    cfg = TrackConfig(frames=2, loss=TrackLossConfig(video_attention=1.0))
+    loss, parts = train_step(model, cfg, 1)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    assert 0 < parts["attention"] < 10
+
+
+def test_small_config_tracks_with_one_mask_token(model):
+    # Pitfall guarded in small_config: no fallback to the multimask tokens in eval mode.
+    assert model.mask_decoder.dynamic_multimask_via_stability is False
+    shared = model.shared_image_embedding.positional_embedding
+    assert torch.equal(model.prompt_encoder.shared_embedding.positional_embedding, shared)
 
 
 def test_raw_masks_keep_logits_the_object_score_gates(model):
@@ -119,6 +203,14 @@ def test_focal_loss_matches_its_definition():
         assert float(total) == pytest.approx((fl(z, y) + fl(3.0, True)) / 2, rel=1e-5)
 
 
+def test_lr_schedule_per_stage_peak():
+    cfg = TrackConfig(lr=1e-3, warmup=10)
+    assert _lr(cfg, 0, 0.0) == pytest.approx(1e-4)  # warm-up: step 1 of 10
+    assert _lr(cfg, 100, 0.0, peak=3e-4) == pytest.approx(3e-4)
+    assert _lr(cfg, 100, 0.5, peak=3e-4) == pytest.approx(1.5e-4)  # cosine half-way
+    assert _lr(cfg, 100, 1.0) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_config_is_strict():
     with pytest.raises(UserError, match="lr_typo"):
         load_config({"lr_typo": 1})
@@ -127,7 +219,9 @@ def test_config_is_strict():
 
 def test_evaluate_runs(model):
     res = evaluate(model, TrackConfig(eval_videos=1, eval_frames=3))
-    assert 0.0 <= res["mean_jf"] <= 1.0 and res["videos"] == 1
+    assert 0.0 <= res["mean_jf"] <= 1.0 and res["videos"] == 1 and res["prompt"] == "point"
+    res = evaluate(model, TrackConfig(eval_videos=1, eval_frames=3), box=True)
+    assert 0.0 <= res["mean_jf"] <= 1.0 and res["prompt"] == "point+box"
 
 
 def test_cli_round_trip_offline(checkpoint, model, tmp_path, capsys, monkeypatch):

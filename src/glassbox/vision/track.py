@@ -14,9 +14,16 @@ All the transformers 5.x pitfalls are handled here, once:
   crashes in ``.to(dtype=...)``: sessions get ``torch.float32`` (``new_session``);
 - ``memory_encoder_output_channels`` must be 64 (a hard-coded ``kv_in_dim`` in
   the memory attention) and ``fpn_hidden_size`` above 64 (``small_config``);
+- an eval-mode mask decoder asked for one mask falls back to the multimask
+  tokens when token 0's mask is unstable (``dynamic_multimask_via_stability``):
+  off in ``small_config``, so training and tracking use the same single token;
 - a fresh ``Sam2VideoModel`` draws two unrelated random Fourier matrices for
   the prompt's and the image's positional encodings (SAM shares one): tied
   in ``build_model``;
+- HF initialises every layer with std 0.02, which shrinks the memory
+  encoder's memories to noise beside their positional encodings, so the
+  memory attention is ignored and all objects get one mask after frame 0:
+  the memory path starts at unit gain in ``build_model`` (``_unit_gain_init``);
 - ``Sam2VideoModel.forward`` is wrapped in ``torch.inference_mode``; training
   calls the undecorated function (``forward_frame(..., grad=True)``), the
   same code path as inference, so what is trained is exactly what tracks.
@@ -91,6 +98,10 @@ def small_config(
             "mlp_dim": 256,
             "num_attention_heads": 4,
             "iou_head_hidden_dim": 64,
+            # Pitfall: with multimask_output=False an eval-mode decoder swaps in the best of the three
+            # multimask tokens whenever token 0's mask is "unstable", which a from-scratch model's
+            # always is: the loss then lands on whichever token the untrained IoU head picks.
+            "dynamic_multimask_via_stability": False,
         },
         # One point on a digit is not ambiguous here: a single mask output keeps the loss simple.
         multimask_output_in_sam=False,
@@ -118,13 +129,31 @@ def build_model(config: Sam2VideoConfig, seed: int = 0) -> Sam2VideoModel:
     model = Sam2VideoModel(config).eval()
     # Pitfall: the prompt encoder and the image-wide positional encoding each get their own random
     # Fourier matrix, where SAM shares one. A checkpoint carries equal copies; from scratch a point's
-    # encoding lives in another basis than the image's, and the decoder ignores the prompt
-    # (measured: identical masks whatever the point, IoU 0.34 after 900 steps).
+    # encoding lives in another basis than the image's. (Tied, the decoder still first ignores the
+    # prompt: train.AttentionGuide is what breaks that.)
     with torch.no_grad():
         model.prompt_encoder.shared_embedding.positional_embedding.copy_(
             model.shared_image_embedding.positional_embedding
         )
+        # Pitfall: HF initialises every linear and conv layer with std 0.02 (initializer_range), so
+        # each 1x1 layer of the memory encoder scales its input by ~0.2: its memories came out at
+        # magnitude 0.05 beside positional encodings of 0.6, the memory attention added 1 % to the
+        # frame's features, and every tracked object got the same mask from frame 1 on (measured).
+        # The memory path starts at unit gain instead (std 1/sqrt(fan_in)), as SAM 2's own init does
+        # more nearly (PyTorch defaults).
+        for part in (model.memory_encoder, model.memory_attention, model.object_pointer_proj):
+            _unit_gain_init(part)
     return model
+
+
+def _unit_gain_init(module: torch.nn.Module) -> None:
+    """Linear and conv weights ~ N(0, 1/fan_in), biases 0: activations keep their scale layer to layer."""
+    for m in module.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            fan_in = m.weight[0].numel()
+            torch.nn.init.normal_(m.weight, std=fan_in**-0.5)
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
 
 
 def load_checkpoint(path: str | Path) -> Sam2VideoModel:
