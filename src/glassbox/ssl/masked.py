@@ -118,23 +118,13 @@ class Masked(Method):
             C, H, W = tok.shape
             self.patch = tok.patchify.kernel_size[0]
             n_patches = (H // self.patch) * (W // self.patch)
-            heads = model.blocks[0].attn.heads
-            self.dec_in = nn.Linear(dim, dim)
-            self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-            self.dec_pos = nn.Parameter(torch.randn(1, 1 + n_patches, dim) * 0.02)
-            self.decoder = Block(dim, heads, mlp_ratio=2.0)
-            self.dec_norm = nn.LayerNorm(dim)
-            self.dec_out = nn.Linear(dim, C * self.patch * self.patch)
+            self._mae_decoder(dim, model.blocks[0].attn.heads, n_patches, C * self.patch * self.patch)
         elif self.kind == "audio":
             tok = model.tokenizer
             n_patches = tok.grid[0] * tok.grid[1]
-            heads = model.blocks[0].attn.heads
-            self.dec_in = nn.Linear(dim, dim)
-            self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
-            self.dec_pos = nn.Parameter(torch.randn(1, 1 + n_patches, dim) * 0.02)
-            self.decoder = Block(dim, heads, mlp_ratio=2.0)
-            self.dec_norm = nn.LayerNorm(dim)
-            self.dec_out = nn.Linear(dim, tok.cfg.patch_mels * tok.cfg.patch_frames)
+            self._mae_decoder(
+                dim, model.blocks[0].attn.heads, n_patches, tok.cfg.patch_mels * tok.cfg.patch_frames
+            )
         elif self.kind != "text":
             raise ValueError(f"no masked modeling for data kind '{self.kind}'")
 
@@ -150,6 +140,15 @@ class Masked(Method):
 
             return audio_mae_loss(self, model, x, g)
         return self._bytes(model, x, g)
+
+    def _mae_decoder(self, dim: int, heads: int, n_patches: int, out: int) -> None:
+        """MAE's light decoder (one block) over CLS + every patch, predicting ``out`` values per patch."""
+        self.dec_in = nn.Linear(dim, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dec_pos = nn.Parameter(torch.randn(1, 1 + n_patches, dim) * 0.02)
+        self.decoder = Block(dim, heads, mlp_ratio=2.0)
+        self.dec_norm = nn.LayerNorm(dim)
+        self.dec_out = nn.Linear(dim, out)
 
     def _vime(self, model: nn.Module, x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, dict]:
         assert self.pool is not None, "VIME draws replacements from the training rows; pass pool"
