@@ -14,7 +14,7 @@ from glassbox.cli.main import main
 from glassbox.config import ModelConfig, load_recipe
 from glassbox.data.base import Dataset
 from glassbox.edge import export as ex
-from glassbox.edge.quantize import quantization_method, quantize
+from glassbox.edge.quantize import quantization_method, quantize, quantize_weights_only
 from glassbox.errors import UserError
 from glassbox.ledger import verify_run
 from glassbox.nn.attention import KINDS
@@ -70,6 +70,32 @@ def test_image_model_with_conv_stem_exports_and_quantizes_statically(tmp_path: P
     ref = ex.torch_logits(model, data.X)
     got = ex.onnx_logits(ex.session(tmp_path / "q.onnx"), data.X.numpy())
     assert np.abs(got - ref).max() < 0.25 * np.abs(ref).max() + 0.05  # int8: close, not equal
+
+
+def test_feature_embeddings_are_stored_int8_weight_only(tmp_path: Path) -> None:
+    # 30 features at width 64: the tokenizer's two (30, 64) tables pass WEIGHT_ONLY_MIN; norms do not.
+    data = _table(n=40, f=5)
+    data = Dataset("wide", "tabular", "classification", torch.randn(40, 30) * 2, data.y,
+                   feature_names=[f"f{i}" for i in range(30)], classes=data.classes)  # fmt: skip
+    model = build_model(ModelConfig(dim=64, depth=1, heads=2), data).eval()
+    ex.export_onnx(model, tmp_path / "m.onnx")
+    float_graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    before = {t.name: onnx.numpy_helper.to_array(t) for t in float_graph.initializer}
+    facts = quantize(tmp_path / "m.onnx", tmp_path / "q.onnx", method="dynamic")
+    done = facts["weight_only"]
+    assert set(done) == {"tokenizer.weight", "tokenizer.bias"}  # the MatMul weights were int8 already
+    assert quantize_weights_only(tmp_path / "q.onnx") == []  # nothing large is left float
+    m = onnx.load(str(tmp_path / "q.onnx"))
+    after = {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}
+    for name in done:
+        assert name not in after and after[f"{name}_int8"].dtype == np.int8
+        # The exact dequantization, by hand: int8 times the row's scale is within half a step of the float.
+        w, q, scale = before[name], after[f"{name}_int8"], after[f"{name}_int8_scale"]
+        assert np.abs(q.astype(np.float32) * scale[:, None] - w).max() <= 0.5 * scale.max() + 1e-7
+        assert np.abs(q).max(axis=1).min() == 127  # each row's peak maps to the end of the range
+    got = ex.onnx_logits(ex.session(tmp_path / "q.onnx"), data.X.numpy())
+    ref = ex.torch_logits(model, data.X)
+    assert 0 < np.abs(got - ref).max() < 0.02 * np.abs(ref).max() + 1e-3
 
 
 def test_a_batch_frozen_into_the_graph_is_refused(tmp_path: Path) -> None:
