@@ -114,6 +114,11 @@ class ModelConfig(Section):
     head: Literal["linear", "quantum", "classical_small"] = "linear"
     qubits: int = Field(4, ge=1, le=12)  # quantum, classical_small: width; simulation cost is 2**qubits
     quantum_layers: int = Field(2, ge=1)  # quantum: entangling layers; classical_small: MLP sized to match
+    # Tables only: also map the standardized features straight to the logits with one Linear
+    # layer, added to the head's output (wide and deep, Cheng et al. 2016). The model then
+    # contains logistic regression, which small, nearly linear tables favour. Zero-initialized,
+    # so training starts from the plain transformer. Attention rollouts do not see this path.
+    linear_path: bool = False
     audio: AudioModelConfig = AudioModelConfig()
 
 
@@ -361,7 +366,8 @@ class Recipe(Section):
 # They sit under the preset and the recipe.
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "tabular": {
-        "model": {"dim": 128, "depth": 2, "dropout": 0.2},
+        # linear_path: cross-validated accuracy 0.957 -> 0.967 (docs/DEFAULTS.md)
+        "model": {"dim": 128, "depth": 2, "dropout": 0.2, "linear_path": True},
         "train": {
             "epochs": 100,
             "patience": 25,

@@ -111,3 +111,35 @@ def test_defaults_search_quick_json(capsys) -> None:
     # Scores are validation-only: every training reports its validation rows, none a test metric.
     for r in res["final"]["runs"]:
         assert {"val_accuracy", "val_loss"} <= set(r) and not any(k.startswith("test") for k in r)
+
+
+def test_defaults_search_cv_scores_every_non_test_row_once_and_never_a_test_row(monkeypatch) -> None:
+    import importlib.util
+
+    import numpy as np
+
+    from glassbox.cli.bench import benchmarks_dir
+    from glassbox.config import load_recipe
+    from glassbox.pipeline import prepare_data
+
+    path = benchmarks_dir() / "defaults_search.py"
+    spec = importlib.util.spec_from_file_location("defaults_search_cv", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seen = []
+
+    def fake_fit_score(recipe, train, stop, scored, seed):  # records the rows instead of training
+        seen.append((set(train.index.tolist()), set(stop.index.tolist()), set(scored.index.tolist())))
+        return {"accuracy": 1.0, "loss": 0.0, "rows": len(scored), "best_epoch": 1}
+
+    monkeypatch.setattr(mod, "_fit_score", fake_fit_score)
+    monkeypatch.setattr(mod, "_logistic_accuracy", lambda train, scored: 1.0)
+    out = mod.train_one("wine", 3, {}, folds=4)
+    data = prepare_data(load_recipe(None, ["data.source=wine", "seed=3"]))
+    non_test = set(np.concatenate([data["train"].index, data["val"].index]).tolist())
+    scored = [s for _, _, s in seen]
+    assert len(seen) == 4 and sum(len(s) for s in scored) == len(non_test) == out["val_rows"]
+    assert set().union(*scored) == non_test  # every non-test row scored exactly once
+    for fit, stop, s in seen:
+        assert not (fit & stop) and not (fit & s) and not (stop & s)
+        assert not ((fit | stop | s) & set(data["test"].index.tolist()))  # the test rows never appear

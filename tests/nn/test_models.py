@@ -45,8 +45,9 @@ def _build(kind: str, **overrides) -> tuple[Transformer, Dataset]:
     return build_model(CFG.model_copy(update=overrides), data), data
 
 
-CASES = [("tabular", {}), ("image", {}), ("image", {"conv_stem": True}), ("text", {})]
-CASE_IDS = ["tabular", "image", "image-conv-stem", "text"]
+CASES = [("tabular", {}), ("tabular", {"linear_path": True}), ("image", {}), ("image", {"conv_stem": True}),
+         ("text", {})]  # fmt: skip
+CASE_IDS = ["tabular", "tabular-linear-path", "image", "image-conv-stem", "text"]
 
 
 @pytest.mark.parametrize(("kind", "overrides"), CASES, ids=CASE_IDS)
@@ -108,6 +109,21 @@ def test_tabular_standardises_with_training_statistics() -> None:
     odd = data.X[:2].clone()
     odd[:, 2] = 1e6  # far from the constant seen in training
     assert torch.isfinite(model(odd)).all()
+
+
+def test_linear_path_adds_logistic_regression_on_the_standardized_features() -> None:
+    model, data = _build("tabular", linear_path=True)
+    plain, _ = _build("tabular")
+    model.eval(), plain.eval()
+    start = model(data.X)
+    torch.testing.assert_close(start, plain(data.X))  # zero-initialized: training starts from the transformer
+    with torch.no_grad():
+        model.linear.weight.normal_()
+        model.linear.bias.normal_()
+    z = (data.X - model.tokenizer.mean) / model.tokenizer.std  # (B, F)
+    torch.testing.assert_close(model(data.X) - start, z @ model.linear.weight.T + model.linear.bias)
+    with pytest.raises(UserError, match="linear_path"):
+        _build("image", linear_path=True)
 
 
 @pytest.mark.parametrize("chunk", [1, 3])

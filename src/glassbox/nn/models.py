@@ -77,6 +77,12 @@ class Transformer(nn.Module):
 
             small = QuantumHead if cfg.head == "quantum" else ClassicalHead
             self.head = small(cfg.dim, n_outputs, qubits=cfg.qubits, layers=cfg.quantum_layers)
+        # Wide and deep (ModelConfig.linear_path): logistic regression on the standardized features.
+        self.linear: nn.Linear | None = None
+        if cfg.linear_path:
+            self.linear = nn.Linear(input_shape[0], n_outputs)
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
         self.spec_: dict[str, Any] = {}  # filled by build_model / model_from_spec
         self.merge_r = 0
         self.set_merge(cfg.merge_r)
@@ -124,7 +130,10 @@ class Transformer(nn.Module):
         h, _ = self.encode(x)
         if self.lm:
             return self.head(h)  # (B, T, 256)
-        return self.head(h[:, 0])  # (B, n_classes), from the CLS token
+        logits = self.head(h[:, 0])  # (B, n_classes), from the CLS token
+        if self.linear is not None:
+            logits = logits + self.linear(self.tokenizer.standardize(x))  # (B, n_classes)
+        return logits
 
     def decode_step(
         self, tokens: torch.Tensor, states: list[State] | None = None, offset: int = 0
@@ -189,6 +198,11 @@ def _check(config: ModelConfig, dataset: Dataset) -> None:
         raise UserError(
             f"model.head={config.head} is a classifier head; {dataset.kind} models predict the next token"
             " through a linear head, so set model.head=linear"
+        )
+    if config.linear_path and (dataset.kind != "tabular" or dataset.task != "classification"):
+        raise UserError(
+            f"model.linear_path is for tabular classifiers (a linear map of the features to the classes);"
+            f" this is {dataset.kind} data, so set model.linear_path=false"
         )
     if dataset.task == "classification" and dataset.n_classes < 1:
         raise UserError(f"dataset '{dataset.name}' has no classes to predict")

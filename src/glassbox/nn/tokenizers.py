@@ -70,13 +70,17 @@ class TabularTokenizer(Tokenizer):
         self.mean.copy_(X.mean(0))
         self.std.copy_(_safe_std(X.std(0, unbiased=False)))
 
-    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` with the training statistics: ``(B, F)``."""
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise UserError(
                 f"the model reads rows of {self.n_features} features, got shape {tuple(x.shape)}; "
                 "give data with the same columns it was trained on"
             )
-        z = (x - self.mean) / self.std  # (B, F)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        z = self.standardize(x)  # (B, F)
         tokens = z[..., None] * self.weight + self.bias  # (B, F, dim)
         return torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)  # (B, 1 + F, dim)
 

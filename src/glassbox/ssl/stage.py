@@ -23,11 +23,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from glassbox.errors import UserError
 
 PRETRAIN_FILE = "pretrain.json"
+# What --init leaves fresh: the classifier head and the tables' linear path.
+HEAD = ("head.", "linear.")
 # What must agree between the pretrained run and the new one for its encoder
 # weights to mean the same thing; classes and the head may differ.
 _ARCH = ("dim", "depth", "heads", "mlp_ratio", "attention", "patch", "conv_stem", "max_len")
@@ -111,8 +114,8 @@ def load_encoder(model: nn.Module, run_dir: str | Path) -> dict[str, Any]:
     d = Path(run_dir)
     theirs = safetensors.torch.load_file(str(d / WEIGHTS))
     mine = model.state_dict()
-    encoder = {k: v for k, v in theirs.items() if not k.startswith("head.")}
-    missing = [k for k in mine if not k.startswith("head.") and k not in encoder]
+    encoder = {k: v for k, v in theirs.items() if not k.startswith(HEAD)}
+    missing = [k for k in mine if not k.startswith(HEAD) and k not in encoder]
     extra = [k for k in encoder if k not in mine]
     if missing or extra:
         raise UserError(
@@ -148,5 +151,10 @@ def freeze_encoder(model: nn.Module) -> nn.Module:
     """Make ``model`` a linear probe: only ``head`` trains, the rest stays fixed and in eval mode."""
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith("head."))
+    linear = getattr(model, "linear", None)
+    if linear is not None:  # a probe reads the encoder alone: the tables' linear path stays at zero
+        with torch.no_grad():
+            linear.weight.zero_()
+            linear.bias.zero_()
     model.train = _FrozenEncoder(model)  # type: ignore[method-assign]
     return model
