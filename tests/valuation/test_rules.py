@@ -62,10 +62,16 @@ def test_ghost_dot_products_match_per_example_gradients(cls: type) -> None:
 
 
 def test_ghost_rule_follows_the_paper() -> None:
-    """2 T T' against d_in d_out: long sequences materialize, short ones use Gram matrices."""
+    """2 T S and S (d_in + d_out) against d_in d_out: long sequences use V a_t, short ones Gram matrices."""
     layer = torch.nn.Linear(64, 64)
     short = Call(layer, (torch.randn(3, 4, 64),), torch.randn(3, 4, 64))
     long = Call(layer, (torch.randn(3, 200, 64),), torch.randn(3, 200, 64))
     rule = RULES[torch.nn.Linear]
     assert rule.ghost_pays(short, slice(0, 2), slice(2, 3))  # 2 * 4 * 4 = 32 < 4096
     assert not rule.ghost_pays(long, slice(0, 2), slice(2, 3))  # 2 * 200 * 200 > 4096
+    # Memory alone would allow 3 validation rows of 4 tokens beside 4 training tokens at width 16
+    # (2 * 4 * 12 = 96 < 256), but the Gram rows cost 12 * 32 = 384 multiply-adds per token to dot's 256.
+    narrow = torch.nn.Linear(16, 16)
+    mixed = Call(narrow, (torch.randn(4, 4, 16),), torch.randn(4, 4, 16))
+    assert not rule.ghost_pays(mixed, slice(0, 1), slice(1, 4))
+    assert rule.ghost_pays(mixed, slice(0, 3), slice(3, 4))  # one validation row: 4 * 32 = 128 < 256
