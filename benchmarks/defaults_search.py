@@ -100,36 +100,47 @@ def train_one(source: str, seed: int, overrides: dict[str, Any], folds: int = 0)
     recipe = load_recipe(None, overrides=sets)
     data = prepare_data(recipe)  # the test split is made here but never scored
     start = time.perf_counter()
-    if folds <= 0:
-        val, best_epochs, lr = _fit_score(recipe, data["train"], data["val"], data["val"], seed), None, None
+    if folds > 0:
+        val = _cv_score(recipe, data, folds, seed)
     else:
-        import numpy as np
-        from sklearn.model_selection import StratifiedKFold, train_test_split
-
-        rows = np.sort(np.concatenate([data["train"].index, data["val"].index]))
-        pool = data["full"].subset(rows)
-        y = pool.y.numpy()
-        correct = loss = lr_correct = 0.0
-        best_epochs = []
-        for k, (fit, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)):
-            a, b = train_test_split(fit, test_size=recipe.data.val_fraction, stratify=y[fit], random_state=k)
-            inner, stop = pool.subset(np.sort(a)), pool.subset(np.sort(b))
-            r = _fit_score(recipe, inner, stop, pool.subset(held), seed)
-            correct += r["accuracy"] * len(held)
-            loss += r["loss"] * len(held)
-            best_epochs.append(r["best_epoch"])
-            lr_correct += _logistic_accuracy(inner, pool.subset(held)) * len(held)  # the run's baseline
-        val = {"accuracy": correct / len(pool), "loss": loss / len(pool), "rows": len(pool)}
-        lr = lr_correct / len(pool)
+        val = _fit_score(recipe, data["train"], data["val"], data["val"], seed)
     return {
         "source": source,
         "seed": seed,
         "val_accuracy": val["accuracy"],
         "val_loss": val["loss"],
         "val_rows": val["rows"],
-        "best_epoch": val.get("best_epoch", best_epochs),
-        **({"folds": folds, "logistic_regression_accuracy": lr} if folds > 0 else {}),
+        "best_epoch": val["best_epoch"],
+        **({"folds": folds, "logistic_regression_accuracy": val["logistic_regression"]} if folds > 0 else {}),
         "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _cv_score(recipe: Any, data: dict[str, Any], folds: int, seed: int) -> dict[str, Any]:
+    """``_fit_score`` over K folds of the split's train+val rows; logistic regression on the same folds."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    rows = np.sort(np.concatenate([data["train"].index, data["val"].index]))
+    pool = data["full"].subset(rows)
+    y = pool.y.numpy()
+    correct = loss = lr_correct = 0.0
+    best_epochs = []
+    for k, (fit, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)):
+        a, b = train_test_split(fit, test_size=recipe.data.val_fraction, stratify=y[fit], random_state=k)
+        inner, stop, scored = pool.subset(np.sort(a)), pool.subset(np.sort(b)), pool.subset(held)
+        r = _fit_score(recipe, inner, stop, scored, seed)
+        correct += r["accuracy"] * len(held)
+        loss += r["loss"] * len(held)
+        best_epochs.append(r["best_epoch"])
+        lr_correct += _logistic_accuracy(inner, scored) * len(held)  # the run's baseline, same rows
+    n = len(pool)
+    return {
+        "accuracy": correct / n,
+        "loss": loss / n,
+        "rows": n,
+        "best_epoch": best_epochs,
+        "logistic_regression": lr_correct / n,
     }
 
 
