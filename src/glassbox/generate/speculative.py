@@ -10,13 +10,15 @@ draft token is kept the target's next distribution gives a bonus token.
 processing, and ``q`` is the distribution the draft token was really drawn
 from: the two places where published implementations went wrong.
 
-Batches: every row makes its own accept/reject decisions, and all rows then
-advance by the shortest accepted run plus one token (a row that accepted
-further keeps its accepted draft token there, a row that stopped there keeps
-its correction). Cutting a row's accepted run short is still exact, since
-each emitted token is either an accepted draft or a correction from the
-same step, and the cut depends only on the other rows' independent draws;
-it keeps every model's state rectangular (one length for the batch).
+Batches: every row makes its own accept/reject decisions and keeps every
+token it decided. The models' states stay rectangular (one length for the
+batch): they advance by the shortest decided run, and what a row decided
+beyond it waits in that row's queue (``ahead``). Next round those tokens go
+first in the row's draft slots, already accepted, so no decided token is
+ever thrown away and each row advances at its own acceptance rate. Still
+exact: each emitted token is an accepted draft or a correction of the step
+that judged it, and where a round ends depends only on the other rows'
+independent draws.
 
 States: glassbox models return new state dicts rather than changing the
 old ones, so a model can always go back to a checkpoint and replay the
@@ -88,6 +90,11 @@ def process(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: 
 def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """One index per row of ``probs`` ``(B, V)``, shaped ``(B,)``."""
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def _widen(t: torch.Tensor, width: int) -> torch.Tensor:
+    """``t`` ``(B, n)`` padded with 0 to at least ``width`` columns."""
+    return torch.nn.functional.pad(t, (0, width - t.shape[1])) if t.shape[1] < width else t
 
 
 # -- models with a state that can go back -------------------------------------------------------
@@ -165,6 +172,31 @@ class Stepper:
         return statistics.median(times) if times else None
 
 
+# -- tokens a row decided beyond the batch's common length ---------------------------------------
+class Ahead:
+    """Per row, the decided tokens not yet fed to any model: ``tokens`` ``(B, A)``, valid up to ``count``."""
+
+    def __init__(self, tokens: torch.Tensor, count: torch.Tensor) -> None:
+        self.tokens = tokens  # (B, A), padded with 0 past each row's count
+        self.count = count  # (B,)
+
+    @classmethod
+    def empty(cls, B: int) -> Ahead:
+        return cls(torch.zeros(B, 0, dtype=torch.long), torch.zeros(B, dtype=torch.long))
+
+    def rows(self, limit: int) -> list[list[int]]:
+        """Each row's first ``limit`` queued tokens, as lists."""
+        counts = self.count.tolist()
+        return [r[: min(n, limit)] for r, n in zip(self.tokens.tolist(), counts, strict=True)]
+
+    def first(self, fallback: torch.Tensor) -> tuple[torch.Tensor, Ahead]:
+        """Each row's next token: its first queued one, else ``fallback``; and the queue after it."""
+        if self.tokens.shape[1] == 0:
+            return fallback, self
+        nxt = torch.where(self.count > 0, self.tokens[:, 0], fallback)
+        return nxt, Ahead(self.tokens[:, 1:], (self.count - 1).clamp(min=0))
+
+
 # -- drafters ------------------------------------------------------------------------------------
 class ModelDrafter:
     """Draft tokens from a smaller LM, sampled from its processed distribution ``q``."""
@@ -179,15 +211,20 @@ class ModelDrafter:
             self.stepper.feed(missing)  # its timing lands under its length, not under cost(1)
 
     def propose(
-        self, seq: torch.Tensor, pending: torch.Tensor, gamma: int, sampling: dict[str, Any]
+        self, seq: torch.Tensor, pending: torch.Tensor, gamma: int, sampling: dict[str, Any], ahead: Ahead
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``gamma`` tokens ``(B, gamma)`` and the distributions they were drawn from ``(B, gamma, V)``."""
+        """``gamma`` tokens ``(B, gamma)`` and the distributions they were drawn from ``(B, gamma, V)``.
+
+        A row's queued tokens (``ahead``) take its first slots in place of draws.
+        """
         self.stepper.mark()
         x, tokens, dists = pending[:, None], [], []
         t, top_k, top_p = sampling["temperature"], sampling["top_k"], sampling["top_p"]
-        for _ in range(gamma):
+        for j in range(gamma):
             q = process(self.stepper.feed(x)[:, -1], t, top_k, top_p)
             d = q.argmax(-1) if t <= 0 else _draw(q, sampling["generator"])
+            if j < ahead.tokens.shape[1]:
+                d = torch.where(ahead.count > j, ahead.tokens[:, j], d)
             tokens.append(d)
             dists.append(q)
             x = d[:, None]
@@ -220,9 +257,13 @@ class PromptLookupDrafter:
         pass
 
     def propose(
-        self, seq: torch.Tensor, pending: torch.Tensor, gamma: int, sampling: dict[str, Any]
+        self, seq: torch.Tensor, pending: torch.Tensor, gamma: int, sampling: dict[str, Any], ahead: Ahead
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        rows = [self._lookup(row.tolist(), gamma) for row in seq]
+        rows = []
+        for row, queued in zip(seq.tolist(), ahead.rows(gamma), strict=True):
+            # A row's queued tokens fill its first slots, and the lookup continues after them.
+            rest = gamma - len(queued)
+            rows.append(queued + self._lookup(row + queued, rest) if rest > 0 else queued)
         return torch.tensor(rows, dtype=torch.long), None
 
     def _lookup(self, row: list[int], gamma: int) -> list[int]:
@@ -263,7 +304,7 @@ def choose_gamma(alpha: float, draft_cost: float, verify_cost: Callable[[int], f
 @torch.no_grad()
 def speculative_generate(
     target: nn.Module,
-    draft: nn.Module | PromptLookupDrafter | None,
+    draft: nn.Module | PromptLookupDrafter | Any | None,
     input_ids: torch.Tensor,
     *,
     max_new_tokens: int,
@@ -276,8 +317,8 @@ def speculative_generate(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """``input_ids`` ``(B, T)`` followed by ``max_new_tokens`` tokens distributed as the target's own.
 
-    ``draft``: a smaller LM, a ``PromptLookupDrafter``, or None (plain
-    decoding, for comparison). ``gamma``: draft tokens per target call, or
+    ``draft``: a smaller LM, a ``PromptLookupDrafter`` (or any object with its
+    four methods), or None (plain decoding, for comparison). ``gamma``: draft tokens per target call, or
     ``"auto"`` (measured costs). ``mixture`` (speculative cascades,
     ``glassbox.generate.cascades``) maps the target's and the draft's
     distributions ``(B, k, V)`` to the distribution ``pi`` to sample from;
@@ -304,7 +345,7 @@ def speculative_generate(
     greedy = temperature <= 0
     B = input_ids.shape[0]
     tgt = Stepper(target)
-    drafter = draft if draft is None or isinstance(draft, PromptLookupDrafter) else ModelDrafter(draft)
+    drafter = ModelDrafter(draft) if isinstance(draft, nn.Module) else draft
     prefix, pending = input_ids[:, :-1], input_ids[:, -1]  # pending: emitted but not yet fed to anyone
     for name, m in (("target", target), ("draft", draft)):
         limit = getattr(getattr(m, "tokenizer", None), "max_len", None)
@@ -327,8 +368,10 @@ def speculative_generate(
     plain = drafter is None or g == 0
     plain_run = 0  # tokens decoded plainly since auto last turned speculation off
 
-    def emitted() -> int:
-        return seq.shape[1] - input_ids.shape[1]
+    ahead = Ahead.empty(B)  # per row, decided tokens beyond seq (which ends in pending)
+
+    def emitted() -> int:  # by the row that has decided fewest
+        return seq.shape[1] - input_ids.shape[1] + int(ahead.count.min())
 
     try:
         while emitted() < max_new_tokens:
@@ -339,7 +382,7 @@ def speculative_generate(
                 # The drafter never sees these steps: they come before it starts, last, or for good.
                 p = process(tgt.feed(pending[:, None])[:, -1], temperature, top_k, top_p)
                 stats["target_calls"] += 1
-                pending = p.argmax(-1) if greedy else _draw(p, generator)
+                pending, ahead = ahead.first(p.argmax(-1) if greedy else _draw(p, generator))
                 seq = torch.cat([seq, pending[:, None]], 1)
                 warmup = max(0, warmup - 1)
                 plain_run += plain
@@ -348,11 +391,11 @@ def speculative_generate(
             drafter.sync(seq)  # everything but pending, like the target
             if mixture is None:
                 k = min(g, left - 1)  # a round emits up to k + 1 tokens
-                drafts, q = drafter.propose(seq, pending, k, sampling)
+                drafts, q = drafter.propose(seq, pending, k, sampling, ahead)
             else:
                 # One draft step more than verified: the bonus position needs q for its pi too.
                 k = max(1, min(g, left - 1)) if left > 1 else 0
-                full, q = drafter.propose(seq, pending, k + 1, sampling)
+                full, q = drafter.propose(seq, pending, k + 1, sampling, ahead)
                 drafts = full[:, :k]
             tgt.mark()
             p = process(tgt.feed(torch.cat([pending[:, None], drafts], 1)), temperature, top_k, top_p)
@@ -362,28 +405,42 @@ def speculative_generate(
                     q = torch.nn.functional.one_hot(full, p.shape[-1]).to(p.dtype)
                 p = mixture(p, q)  # (B, k + 1, V): pi takes the target's place from here on
             accepted, residual = _verify(p[:, :k], q if q is None else q[:, :k], drafts, generator, greedy)
-            run = accepted.long().cumprod(1).sum(1)  # (B,) leading accepted draft tokens per row
-            m = int(run.min())
-            # Position m: an accepted draft where the row went further, else its correction or bonus.
-            if m < k:
-                fix = residual[:, m].argmax(-1) if greedy else _draw(residual[:, m], generator)
-                nxt = torch.where(run > m, drafts[:, m], fix)
+            slot = torch.arange(k)
+            queued = slot[None, :] < ahead.count[:, None]  # (B, k): slots holding already-decided tokens
+            run = (accepted | queued).long().cumprod(1).sum(1)  # (B,) leading kept slots per row
+            # Each row's decided tokens this round: its kept slots, then the correction at its first
+            # rejection or the bonus after a full run; a row whose queue outlasts the slots keeps its queue.
+            at = run.clamp(max=max(k - 1, 0))
+            fix = residual[torch.arange(B), at] if k else p[:, 0]  # (B, V)
+            if greedy:
+                fix, bonus = fix.argmax(-1), p[:, k].argmax(-1)
             else:
-                nxt = p[:, k].argmax(-1) if greedy else _draw(p[:, k], generator)
-            seq = torch.cat([seq, drafts[:, :m], nxt[:, None]], 1)
-            pending = nxt
-            tgt.keep(m + 1)  # the old pending and the m drafts every row kept
+                fix, bonus = _draw(fix, generator), _draw(p[:, k], generator)
+            extra = torch.where(run < k, fix, bonus)
+            decided = torch.cat([drafts, extra[:, None]], 1).scatter(1, run[:, None], extra[:, None])
+            long_queue = ahead.count > k
+            width = max(k + 1, ahead.tokens.shape[1])
+            decided = torch.where(long_queue[:, None], _widen(ahead.tokens, width), _widen(decided, width))
+            count = torch.where(long_queue, ahead.count, run + 1)  # (B,) valid decided tokens
+            m = int(run.min())  # every row decided at least m + 1 tokens; the models keep that many
+            seq = torch.cat([seq, decided[:, : m + 1]], 1)
+            pending = decided[:, m]
+            ahead = Ahead(decided[:, m + 1 :], count - (m + 1))
+            tgt.keep(m + 1)  # the old pending and the m slots every row kept
             drafter.accept(m + 1, drafts if mixture is None else full)
-            stats["proposed"] += k * B
-            stats["accepted"] += int(run.sum())
+            judged = (~queued).sum(1)  # (B,) slots each row really proposed
+            stats["proposed"] += int(judged.sum())
+            stats["accepted"] += int((run - queued.sum(1)).sum())
             stats["rejections"] += int((run < k).sum())  # each row that stopped short met one rejection
-            stats["accepted_at"].append([int((run > i).sum()) for i in range(k)])
+            kept_at = ((run[:, None] > slot) & ~queued).sum(0)  # (k,) proposed and kept, per slot
+            stats["accepted_at"].append(list(zip(kept_at.tolist(), (~queued).sum(0).tolist(), strict=True)))
             stats["gammas"].append(k)
             if auto:
                 g, plain = _retune(stats, tgt, drafter, B)
     finally:
         for m_, w in zip(models, was, strict=True):
             m_.train(w)
+    seq = torch.cat([seq, ahead.tokens], 1)  # rows that ran ahead: the rest of their tokens
     out = seq[:, : input_ids.shape[1] + max_new_tokens]
     stats.update(_summary(stats, out.shape[1] - input_ids.shape[1], B, time.perf_counter() - t_start))
     return out, stats
@@ -439,10 +496,12 @@ def _retune(stats: dict[str, Any], tgt: Stepper, drafter: Any, B: int) -> tuple[
 
 
 def _summary(stats: dict[str, Any], new: int, B: int, seconds: float) -> dict[str, Any]:
-    by_pos: dict[int, list[int]] = {}
+    kept: dict[int, int] = {}
+    judged: dict[int, int] = {}
     for counts in stats["accepted_at"]:
-        for i, c in enumerate(counts):
-            by_pos.setdefault(i, []).append(c)
+        for i, (c, n) in enumerate(counts):
+            kept[i] = kept.get(i, 0) + c
+            judged[i] = judged.get(i, 0) + n
     rounds = len(stats["gammas"])
     return {
         "new_tokens": new,
@@ -451,8 +510,8 @@ def _summary(stats: dict[str, Any], new: int, B: int, seconds: float) -> dict[st
         "tokens_per_second": new * B / seconds if seconds > 0 else None,
         "tokens_per_target_call": new / max(1, stats["target_calls"]),
         "acceptance": stats["accepted"] / stats["proposed"] if stats["proposed"] else None,
-        # Share of rows that kept the draft token at each position, over the rounds that proposed one.
-        "acceptance_by_position": [sum(v) / (B * len(v)) for _, v in sorted(by_pos.items())],
+        # Share of the draft tokens proposed at each slot of a round that were kept (queued slots aside).
+        "acceptance_by_position": [kept[i] / judged[i] if judged[i] else None for i in sorted(kept)],
         "speculative_rounds": rounds,
         "accepted_at": stats.pop("accepted_at"),
     }
