@@ -318,8 +318,8 @@ def speculative_generate(
     """``input_ids`` ``(B, T)`` followed by ``max_new_tokens`` tokens distributed as the target's own.
 
     ``draft``: a smaller LM, a ``PromptLookupDrafter`` (or any object with its
-    four methods), or None (plain decoding, for comparison). ``gamma``: draft tokens per target call, or
-    ``"auto"`` (measured costs). ``mixture`` (speculative cascades,
+    four methods), or None (plain decoding, for comparison). ``gamma``:
+    draft tokens per target call, or ``"auto"`` (measured costs). ``mixture`` (speculative cascades,
     ``glassbox.generate.cascades``) maps the target's and the draft's
     distributions ``(B, k, V)`` to the distribution ``pi`` to sample from;
     verification then targets ``pi`` instead of ``p``, at every position,
@@ -412,11 +412,13 @@ def speculative_generate(
             # rejection or the bonus after a full run; a row whose queue outlasts the slots keeps its queue.
             at = run.clamp(max=max(k - 1, 0))
             fix = residual[torch.arange(B), at] if k else p[:, 0]  # (B, V)
+            short = run < k  # (B,) rows that met a rejection
             if greedy:
                 fix, bonus = fix.argmax(-1), p[:, k].argmax(-1)
-            else:
-                fix, bonus = _draw(fix, generator), _draw(p[:, k], generator)
-            extra = torch.where(run < k, fix, bonus)
+            else:  # draw only what some row needs: at batch 1 that is one draw
+                fix = _draw(fix, generator) if short.any() else run
+                bonus = run if short.all() else _draw(p[:, k], generator)
+            extra = torch.where(short, fix, bonus)
             decided = torch.cat([drafts, extra[:, None]], 1).scatter(1, run[:, None], extra[:, None])
             long_queue = ahead.count > k
             width = max(k + 1, ahead.tokens.shape[1])
@@ -431,7 +433,7 @@ def speculative_generate(
             judged = (~queued).sum(1)  # (B,) slots each row really proposed
             stats["proposed"] += int(judged.sum())
             stats["accepted"] += int((run - queued.sum(1)).sum())
-            stats["rejections"] += int((run < k).sum())  # each row that stopped short met one rejection
+            stats["rejections"] += int(short.sum())  # each row that stopped short met one rejection
             kept_at = ((run[:, None] > slot) & ~queued).sum(0)  # (k,) proposed and kept, per slot
             stats["accepted_at"].append(list(zip(kept_at.tolist(), (~queued).sum(0).tolist(), strict=True)))
             stats["gammas"].append(k)
