@@ -333,6 +333,16 @@ class FederatedConfig(Section):
     faults: FaultConfig = FaultConfig()
 
 
+class DistillConfig(Section):
+    """Train toward a saved LM's next-token distributions (glassbox.train.distill), as a draft its target."""
+
+    teacher: str  # run folder of the teacher, holding model.json and model.safetensors
+    # Share of the loss that is the KL to the teacher (the rest: cross-entropy on the data). 1.0: a
+    # speculative draft is judged only by agreement with its target (DistillSpec's setting).
+    weight: float = Field(1.0, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)  # both distributions are softened by it; tau^2 rescales the loss
+
+
 class DynamicsConfig(Section):
     """Learning dynamics (glassbox.audit.dynamics): predicted vs actual change on a fixed probe set."""
 
@@ -358,6 +368,7 @@ class Recipe(Section):
     pretrain: PretrainConfig | None = None  # `pretrain: {}` pretrains the encoder before training
     tune: TuneConfig | None = None  # `tune: {}` searches model and training settings first
     sensitivity: SensitivityConfig | None = None  # `sensitivity: {}` measures the model's average sensitivity
+    distill: DistillConfig | None = None  # `distill: {teacher: runs/<lm>}` trains toward that LM
     report: ReportConfig = ReportConfig()
 
 

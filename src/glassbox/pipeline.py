@@ -398,6 +398,12 @@ def _train_and_report(
         from glassbox.analysis import sensitivity_tracker
 
         callbacks = [*callbacks, sensitivity_tracker(recipe, data)]
+    if recipe.distill is not None:
+        from glassbox.train.distill import distill_callback
+
+        distill, teacher = distill_callback(recipe.distill, model.spec_)
+        run.record("distill", data=teacher)  # what the model learnt from, beside its data
+        callbacks = [*callbacks, distill]
     if recipe.dynamics is not None:
         from glassbox.audit.dynamics import DynamicsTracker
 

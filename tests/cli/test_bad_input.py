@@ -186,6 +186,15 @@ def case_fewshot_not_a_run(tmp_path):
     return ["fewshot", str(tmp_path), "--shots", "1"], "not a glassbox run folder"
 
 
+def case_distill_teacher_not_a_run(tmp_path):
+    teacher = f"distill:\n  teacher: '{tmp_path / 'nope'}'\n"
+    return ["train", recipe(tmp_path, "python-corpus", "  max_bytes: 20000\n" + teacher)], "no model.json"
+
+
+def case_distill_a_classifier(tmp_path):
+    return ["train", recipe(tmp_path, "iris", f"distill:\n  teacher: '{tmp_path}'\n")], "language models"
+
+
 CASES = [v for k, v in sorted(globals().items()) if k.startswith("case_")]
 
 

@@ -49,6 +49,7 @@ decodes plainly for the rest of the call, so a useless draft costs little.
 
 from __future__ import annotations
 
+import bisect
 import statistics
 import time
 from collections.abc import Callable
@@ -469,6 +470,26 @@ def _verify(
     return accepted, residual
 
 
+def verify_cost(measured: dict[int, float], k: int) -> float:
+    """The target's cost of checking ``k`` tokens, from the costs measured at other sizes.
+
+    Linear between measured sizes and beyond them: a call costs a fixed part
+    (per-layer overhead, reading the weights) plus a part per token, and on a
+    CPU the fixed part dominates at these sizes. Extrapolating in proportion
+    to ``k`` instead would price every untried longer draft out of reach.
+
+    >>> verify_cost({1: 1.0, 5: 2.0}, 3), verify_cost({1: 1.0, 5: 2.0}, 7)
+    (1.5, 2.5)
+    """
+    ks = sorted(measured)
+    if len(ks) == 1:
+        return measured[ks[0]] * k / ks[0]  # one size known: no fixed part to go on
+    i = max(0, min(bisect.bisect_right(ks, k) - 1, len(ks) - 2))  # beyond either end: the end segment
+    lo, hi = ks[i], ks[i + 1]
+    slope = max(0.0, (measured[hi] - measured[lo]) / (hi - lo))  # timing noise can make it negative
+    return max(measured[lo] + slope * (k - lo), 1e-12)
+
+
 def _retune(stats: dict[str, Any], tgt: Stepper, drafter: Any, B: int) -> tuple[int, bool]:
     """Pick gamma from what was measured so far; plain decoding when speculation does not pay."""
     rounds = len(stats["gammas"])
@@ -482,18 +503,7 @@ def _retune(stats: dict[str, Any], tgt: Stepper, drafter: Any, B: int) -> tuple[
     measured = {k: tgt.cost(k) for k in tgt.seconds if tgt.cost(k) is not None}
     if 1 not in measured:
         return START_GAMMA, False  # no plain step timed yet; the next one will be
-    ks = sorted(measured)
-
-    def verify_cost(k: int) -> float:
-        # Linear between measured sizes, flat beyond the last (a CPU checks a few tokens at near one's cost).
-        lo = max((x for x in ks if x <= k), default=ks[0])
-        hi = min((x for x in ks if x >= k), default=ks[-1])
-        if lo == hi:
-            return measured[lo] if k <= ks[-1] else measured[lo] * k / lo
-        w = (k - lo) / (hi - lo)
-        return measured[lo] * (1 - w) + measured[hi] * w
-
-    best, speed = choose_gamma(alpha, draft_cost, verify_cost)
+    best, speed = choose_gamma(alpha, draft_cost, lambda k: verify_cost(measured, k))
     return (best, False) if speed >= MIN_SPEEDUP else (0, True)
 
 

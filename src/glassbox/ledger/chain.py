@@ -77,6 +77,7 @@ KINDS = frozenset(
         "export",
         "pretrain",  # self-supervised pretraining: its record, and few-shot tables of the encoder
         "init",  # the model started from another run's encoder (glassbox train --init)
+        "distill",  # the model was trained toward another run's model (recipe section distill)
         "federated-update",
         "federated-round",
         "artifact",
