@@ -217,19 +217,25 @@ class ModelDrafter:
         """``gamma`` tokens ``(B, gamma)`` and the distributions they were drawn from ``(B, gamma, V)``.
 
         A row's queued tokens (``ahead``) take its first slots in place of draws.
+        Greedy gives None for the distributions: one-hot at the tokens, as for
+        a deterministic drafter.
         """
         self.stepper.mark()
         x, tokens, dists = pending[:, None], [], []
         t, top_k, top_p = sampling["temperature"], sampling["top_k"], sampling["top_p"]
         for j in range(gamma):
-            q = process(self.stepper.feed(x)[:, -1], t, top_k, top_p)
-            d = q.argmax(-1) if t <= 0 else _draw(q, sampling["generator"])
+            logits = self.stepper.feed(x)[:, -1]  # (B, V)
+            if t <= 0:  # greedy: q is one-hot at the argmax, which verification never needs spelt out
+                d = logits.argmax(-1)
+            else:
+                q = process(logits, t, top_k, top_p)
+                d = _draw(q, sampling["generator"])
+                dists.append(q)
             if j < ahead.tokens.shape[1]:
                 d = torch.where(ahead.count > j, ahead.tokens[:, j], d)
             tokens.append(d)
-            dists.append(q)
             x = d[:, None]
-        return torch.stack(tokens, 1), torch.stack(dists, 1)
+        return torch.stack(tokens, 1), torch.stack(dists, 1) if dists else None
 
     def accept(self, kept: int, proposed: torch.Tensor) -> None:
         """Keep ``kept`` of the ``gamma`` tokens fed since ``propose`` (pending and drafts)."""
