@@ -84,6 +84,10 @@ def test_auto_falls_back_to_plain_decoding_with_a_useless_draft() -> None:
     _, stats = sp.speculative_generate(target, useless, _prompts(1, 4, 0), max_new_tokens=40)
     assert stats["acceptance"] < 0.2
     assert stats["speculative_rounds"] <= 3  # two rounds to measure, then plain for good
+    # No draft at all: plain decoding throughout, past the point where auto would look again.
+    got, stats = sp.speculative_generate(target, None, _prompts(1, 4, 0), max_new_tokens=70)
+    assert torch.equal(got, target.generate(_prompts(1, 4, 0), 70, temperature=0))
+    assert stats["speculative_rounds"] == 0
 
 
 class TakingTurns:

@@ -383,7 +383,7 @@ def speculative_generate(
     try:
         while emitted() < max_new_tokens:
             left = max_new_tokens - emitted()
-            if auto and plain and plain_run >= PROBE_EVERY:
+            if auto and plain and plain_run >= PROBE_EVERY and drafter is not None:
                 plain, plain_run, g = False, 0, START_GAMMA  # look again: the text may have changed
             if mixture is None and (plain or warmup or left == 1):
                 # The drafter never sees these steps: they come before it starts, last, or for good.
