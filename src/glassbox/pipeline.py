@@ -209,6 +209,8 @@ def _check_distributed(recipe: Recipe, d: Any) -> None:
             "pretrain: runs in one process; pretrain first (glassbox pretrain RECIPE), then train"
             " with --init RUN --nproc N and --set pretrain=null"
         )
+    if d.active and recipe.distill is not None:
+        raise UserError("distill: trains in one process; run it without --nproc")
 
 
 def _announce(run: Run, d: Any) -> None:
