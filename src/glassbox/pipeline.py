@@ -404,7 +404,8 @@ def _train_and_report(
         from glassbox.train.distill import distill_callback
 
         distill, teacher = distill_callback(recipe.distill, model.spec_)
-        run.record("distill", data=teacher)  # what the model learnt from, beside its data
+        if not resume:  # a resumed run recorded its teacher when it started
+            run.record("distill", data=teacher)  # what the model learnt from, beside its data
         callbacks = [*callbacks, distill]
     if recipe.dynamics is not None:
         from glassbox.audit.dynamics import DynamicsTracker
