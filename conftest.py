@@ -9,3 +9,21 @@ def _ledger_key(tmp_path_factory: pytest.TempPathFactory) -> None:
     mp.setenv("GLASSBOX_LEDGER_KEY", str(tmp_path_factory.mktemp("key") / "ledger.key"))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict]:
+    """``glassbox demo --json`` once per session (the healthcare recipe, ~80 s): exit status, JSON summary.
+
+    Both the demo's own test and the healthcare recipe's quality test read this one run.
+    """
+    import contextlib
+    import io
+    import json
+
+    from glassbox.cli.main import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["demo", "--out", str(tmp_path_factory.mktemp("demo")), "--json"])
+    return code, json.loads(buf.getvalue())

@@ -112,9 +112,9 @@ def test_groups_from_features() -> None:
     assert name == "site" and groups.tolist() == ["a", "b", "a"]
 
 
-def test_demo_ends_with_a_verified_ledger_and_a_full_report(tmp_path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+def test_demo_ends_with_a_verified_ledger_and_a_full_report(demo_run) -> None:
+    code, out = demo_run
+    assert code == 0
     assert out["status"] == "completed" and out["verify"]["ok"] and out["verify"]["problems"] == []
     run = Path(out["run"])
     html = (run / "report.html").read_text()
