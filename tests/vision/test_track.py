@@ -61,6 +61,16 @@ def test_track_shapes_and_reverse(model):
     assert masks.shape == (2, 5, 64, 64) and masks.dtype == bool
 
 
+def test_neck_positions_are_cached_per_shape_and_unchanged(model):
+    pe = model.vision_encoder.neck.position_encoding
+    shapes = [torch.Size((2, 128, n, n)) for n in (32, 16, 8, 4)]
+    first = [pe(s, "cpu", torch.float32) for s in shapes]
+    again = [pe(s, "cpu", torch.float32) for s in shapes]
+    assert all(a is b for a, b in zip(first, again, strict=True))  # HF's one-entry cache missed all four
+    fresh = type(pe)(num_position_features=64, normalize=True)  # HF's own, uncached by us
+    assert all(torch.equal(a, fresh(s, "cpu", torch.float32)) for a, s in zip(first, shapes, strict=True))
+
+
 def test_point_outside_frame(model):
     v = moving_digits(0, frames=2)
     with pytest.raises(UserError, match="outside the 64x64 frame"):

@@ -24,6 +24,10 @@ All the transformers 5.x pitfalls are handled here, once:
   encoder's memories to noise beside their positional encodings, so the
   memory attention is ignored and all objects get one mask after frame 0:
   the memory path starts at unit gain in ``build_model`` (``_unit_gain_init``);
+- the FPN neck's sine positional encoding is cached with ``lru_cache(maxsize=1)``
+  but asked for four feature levels in turn, so it is recomputed on every
+  call: 37 % of a 32-frame image-encoder forward here. A cache per shape in
+  ``build_model`` and ``load_checkpoint`` (``_cache_neck_positions``);
 - ``Sam2VideoModel.forward`` is wrapped in ``torch.inference_mode``; training
   calls the undecorated function (``forward_frame(..., grad=True)``), the
   same code path as inference, so what is trained is exactly what tracks.
@@ -143,6 +147,31 @@ def build_model(config: Sam2VideoConfig, seed: int = 0) -> Sam2VideoModel:
         # more nearly (PyTorch defaults).
         for part in (model.memory_encoder, model.memory_attention, model.object_pointer_proj):
             _unit_gain_init(part)
+    return _cache_neck_positions(model)
+
+
+def _cache_neck_positions(model: Sam2VideoModel) -> Sam2VideoModel:
+    """Keep the neck's positional encodings per (shape, device, dtype): they depend on nothing else.
+
+    HF's own cache holds one entry and the neck asks for four shapes in turn, so every forward
+    recomputed all four (sines and cosines of the full batch, 75 ms of 200 for 32 frames here).
+    The tensors are read-only downstream, as HF's cached ones already are.
+    """
+    pe = model.vision_encoder.neck.position_encoding
+    inner = pe.forward
+    cache: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def forward(shape: torch.Size, device: Any, dtype: torch.dtype, mask: Any = None) -> torch.Tensor:
+        if mask is not None:
+            return inner(shape, device, dtype, mask)
+        key = (tuple(shape), str(device), dtype)
+        if key not in cache:
+            if len(cache) >= 16:  # batch sizes differ between uses; keep it bounded
+                cache.clear()
+            cache[key] = inner(shape, device, dtype)
+        return cache[key]
+
+    pe.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
     return model
 
 
@@ -169,7 +198,7 @@ def load_checkpoint(path: str | Path) -> Sam2VideoModel:
         raise UserError(
             f"cannot load a SAM 2 video checkpoint from {path}: {str(e).splitlines()[0]}"
         ) from None
-    return model.eval()
+    return _cache_neck_positions(model.eval())
 
 
 def newest_checkpoint(out: str | Path = "runs") -> Path:
