@@ -116,25 +116,36 @@ def train_one(source: str, seed: int, overrides: dict[str, Any], folds: int = 0)
     }
 
 
-def _cv_score(recipe: Any, data: dict[str, Any], folds: int, seed: int) -> dict[str, Any]:
-    """``_fit_score`` over K folds of the split's train+val rows; logistic regression on the same folds."""
+def cv_folds(recipe: Any, data: dict[str, Any], folds: int, seed: int) -> list[tuple[Any, Any, Any]]:
+    """K folds over a split's train+val rows (its test rows stay out): (fit, early-stopping, scored) sets.
+
+    Each fold's training rows are split again, ``data.val_fraction`` of them for early stopping.
+    """
     import numpy as np
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     rows = np.sort(np.concatenate([data["train"].index, data["val"].index]))
     pool = data["full"].subset(rows)
     y = pool.y.numpy()
-    correct = loss = lr_correct = 0.0
-    best_epochs = []
+    out = []
     for k, (fit, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)):
         a, b = train_test_split(fit, test_size=recipe.data.val_fraction, stratify=y[fit], random_state=k)
-        inner, stop, scored = pool.subset(np.sort(a)), pool.subset(np.sort(b)), pool.subset(held)
+        out.append((pool.subset(np.sort(a)), pool.subset(np.sort(b)), pool.subset(held)))
+    return out
+
+
+def _cv_score(recipe: Any, data: dict[str, Any], folds: int, seed: int) -> dict[str, Any]:
+    """``_fit_score`` over K folds of the split's train+val rows; logistic regression on the same folds."""
+    correct = loss = lr_correct = 0.0
+    best_epochs = []
+    n = 0
+    for inner, stop, scored in cv_folds(recipe, data, folds, seed):
         r = _fit_score(recipe, inner, stop, scored, seed)
-        correct += r["accuracy"] * len(held)
-        loss += r["loss"] * len(held)
+        correct += r["accuracy"] * len(scored)
+        loss += r["loss"] * len(scored)
         best_epochs.append(r["best_epoch"])
-        lr_correct += _logistic_accuracy(inner, scored) * len(held)  # the run's baseline, same rows
-    n = len(pool)
+        lr_correct += _logistic_accuracy(inner, scored) * len(scored)  # the run's baseline, same rows
+        n += len(scored)
     return {
         "accuracy": correct / n,
         "loss": loss / n,
