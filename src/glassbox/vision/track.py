@@ -164,7 +164,8 @@ def _cache_neck_positions(model: Sam2VideoModel) -> Sam2VideoModel:
     def forward(shape: torch.Size, device: Any, dtype: torch.dtype, mask: Any = None) -> torch.Tensor:
         if mask is not None:
             return inner(shape, device, dtype, mask)
-        key = (tuple(shape), str(device), dtype)
+        # An encoding made under inference_mode may not enter a graph that trains: kept apart.
+        key = (tuple(shape), str(device), dtype, torch.is_inference_mode_enabled())
         if key not in cache:
             if len(cache) >= 16:  # batch sizes differ between uses; keep it bounded
                 cache.clear()
