@@ -19,9 +19,10 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	# explain: captum, fairlearn; federated: Flower (simulation engine, DP accounting) and Opacus;
 	# edge: ONNX, onnxscript, ONNX Runtime, FastAPI and uvicorn; quantum: PennyLane;
 	# ui: python-multipart for uploads; tune: Optuna (preset: best); audio: espeakng-loader (eSpeak NG and its
-	# voices, for spoken-digits). The dev group has pytest, ruff and Playwright (which
+	# voices, for spoken-digits); vision: Hugging Face transformers (SAM 2 tracking; without it
+	# tests/vision skips, so CI would not run them). The dev group has pytest, ruff and Playwright (which
 	# drives the system Chromium in tests/ui; .ci/run installs that with apt when it is missing).
-	$(PIP) -e ".[explain,federated,edge,quantum,ui,tune,audio]" --group dev
+	$(PIP) -e ".[explain,federated,edge,quantum,ui,tune,audio,vision]" --group dev
 	touch $(STAMP)
 
 install: $(STAMP)
