@@ -10,15 +10,15 @@ on the same folds. The variants (docs/DEFAULTS.md, "a fourth pass"):
 
 - ``default``: the built-in defaults (linear path trained jointly from zero);
 - ``ensemble5``: five initializations, class probabilities averaged;
-- ``refit``: early stopping finds the epoch count, then a fresh model trains
-  that many epochs on the fit and early-stopping rows together;
+- ``refit``: early stopping finds the best epoch, then a fresh model trains
+  that many epochs plus one on the fit and early-stopping rows together;
 - ``lr_first``: the linear path set to logistic regression fitted on the fit
   rows and frozen, the transformer trained on top;
 - ``lr_first_zero_head``: the same with the transformer's head zeroed, so
   training starts exactly at logistic regression.
 
 Example:
-    python benchmarks/table_variants.py > variants.json        # wine, seeds 0-2, all variants, ~8 min
+    python benchmarks/table_variants.py > variants.json        # wine, seeds 0-2, all variants, ~12 min
     python benchmarks/table_variants.py --datasets breast-cancer --variants default,lr_first
 """
 
@@ -40,8 +40,8 @@ from defaults_search import _csv, _logistic_accuracy, cv_folds
 
 def _train(
     recipe: Any, train: Any, stop: Any, seed: int, prepare: Callable[[Any], None] | None = None
-) -> Any:
-    """A model of the recipe trained on ``train`` (early stopping on ``stop``; None: all epochs)."""
+) -> tuple[Any, Any]:
+    """A model of the recipe and its Trainer, fitted on ``train`` (early stopping on ``stop``, if any)."""
     import torch
 
     from glassbox.nn import build_model
@@ -52,15 +52,7 @@ def _train(
     if prepare is not None:
         prepare(model)
     trainer = Trainer(model, recipe.train, seed=seed).fit(train, stop)
-    model.trainer_ = trainer
-    return model.eval()
-
-
-def _probs(model: Any, data: Any) -> Any:
-    import torch
-
-    with torch.no_grad():
-        return torch.softmax(model(data.X).float(), dim=-1)  # (N, K)
+    return model, trainer
 
 
 def _logistic_first(train: Any, zero_head: bool) -> Callable[[Any], None]:
@@ -87,24 +79,26 @@ def _logistic_first(train: Any, zero_head: bool) -> Callable[[Any], None]:
 
 def predict(variant: str, recipe: Any, train: Any, stop: Any, scored: Any, seed: int) -> Any:
     """Class probabilities ``(N, K)`` on ``scored`` of the model ``variant`` trains."""
-    import torch
+    import numpy as np
+
+    from glassbox.train.trainer import predict_proba
 
     if variant == "default":
-        return _probs(_train(recipe, train, stop, seed), scored)
+        return predict_proba(_train(recipe, train, stop, seed)[0], scored)
     if variant == "ensemble5":
-        members = [_train(recipe, train, stop, seed if j == 0 else seed * 1000 + j) for j in range(5)]
-        return torch.stack([_probs(m, scored) for m in members]).mean(0)
+        members = [_train(recipe, train, stop, seed if j == 0 else seed * 1000 + j)[0] for j in range(5)]
+        return np.mean([predict_proba(m, scored) for m in members], axis=0)
     if variant == "refit":
-        first = _train(recipe, train, stop, seed)
-        epochs = first.trainer_.best_epoch_ + 1
+        _, first = _train(recipe, train, stop, seed)
+        epochs = first.best_epoch_ + 1  # best_epoch_ counts from 1: one epoch past the best
         both = _concat(train, stop)
         cfg = recipe.model_copy(
             update={"train": recipe.train.model_copy(update={"epochs": epochs, "patience": None})}
         )
-        return _probs(_train(cfg, both, None, seed), scored)
+        return predict_proba(_train(cfg, both, None, seed)[0], scored)
     if variant in ("lr_first", "lr_first_zero_head"):
         prepare = _logistic_first(train, zero_head=variant.endswith("zero_head"))
-        return _probs(_train(recipe, train, stop, seed, prepare), scored)
+        return predict_proba(_train(recipe, train, stop, seed, prepare)[0], scored)
     raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
@@ -142,7 +136,7 @@ def one(source: str, seed: int, variants: list[str], folds: int) -> dict[str, An
     for inner, stop, scored in cv_folds(recipe, data, folds, seed):
         y = scored.y
         for v in variants:
-            errors[v] += int((predict(v, recipe, inner, stop, scored, seed).argmax(-1) != y).sum())
+            errors[v] += int((predict(v, recipe, inner, stop, scored, seed).argmax(-1) != y.numpy()).sum())
         lr_errors += (1 - _logistic_accuracy(inner, scored)) * len(y)
         rows += len(y)
     return {
