@@ -1,0 +1,153 @@
+"""Every object of a clip tracked as one batch: the training forward of the video model.
+
+``Sam2VideoModel.forward`` loops over the objects of a session one at a time
+("per-object inputs (clicks/masks) can differ across objects"): on a clip of
+three digits, a frame is three memory-attention calls and three mask-decoder
+calls, each on a batch of one. On this CPU a call on 8x8 features is mostly
+fixed cost, so a training step was dominated by the count of small calls,
+not by arithmetic. SAM 2's own video predictor batches objects; HF's does not.
+
+In training every object of a clip has the same history (all prompted on
+frame 0 with the same number of prompt points, then tracked over the same
+frames), so the N objects can ride in the batch dimension of one
+pseudo-object of the HF session: its point inputs are (N, 1, P, 2), its
+stored memories (HW, N, C) and object pointers (N, C). Each step below is the
+HF method it replaces, for a batch of N instead of 1:
+
+- ``Sam2VideoModel._run_single_frame_inference``: its ``batch_size > 1`` path
+  calls ``.expand`` on a list of feature maps and fails, so the features are
+  expanded here;
+- ``Sam2VideoModel._prepare_memory_conditioned_features``: it reshapes the
+  memory attention's (1, N, HW, C) output with ``squeeze(1)``, right only for
+  N = 1, so the memory attention is called here and reshaped for any N (the
+  memory gathering reuses HF's helpers unchanged);
+- ``Sam2VideoModel._batch_encode_memories``: one object of batch N.
+
+HF's per-object loop (``track.forward_frame``) is the naive twin: the tests
+hold masks, object scores, the loss and its gradients equal to it, so what is
+trained this way is what ``track.track`` runs. Inference keeps HF's loop.
+
+>>> import numpy as np, pytest, torch
+>>> _ = pytest.importorskip("transformers")  # the vision extra
+>>> from glassbox.vision import track as tr
+>>> model = tr.build_model(tr.small_config())
+>>> session = tr.new_session(model, torch.rand(2, 3, 64, 64))
+>>> points = torch.tensor([[[10.0, 20.0]], [[40.0, 30.0]]])  # (N, P, 2): one point for each of 2 objects
+>>> add_prompts(session, 0, points, torch.ones(2, 1, dtype=torch.int32))
+>>> with torch.inference_mode():
+...     masks, scores = forward_frame(model, session, 0)
+>>> masks.shape, scores.shape  # (N, 1, h, w) low-resolution logits, (N, 1, 1) object scores
+(torch.Size([2, 1, 32, 32]), torch.Size([2, 1, 1]))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+_OBJ = 0  # the pseudo-object's index in the session; its id is 1
+
+
+def add_prompts(session: Any, frame: int, coords: torch.Tensor, labels: torch.Tensor) -> None:
+    """Prompt N objects on ``frame``: ``coords`` (N, P, 2) in model-input pixels, ``labels`` (N, P).
+
+    Every object gets the same number P of prompt points (a box is two of them,
+    labelled 2 and 3, as ``track.add_prompt`` writes it).
+    """
+    if coords.ndim != 3 or labels.shape != coords.shape[:2]:
+        raise ValueError(
+            f"coords must be (N, P, 2) and labels (N, P), got {tuple(coords.shape)}, {tuple(labels.shape)}"
+        )
+    obj_idx = session.obj_id_to_idx(1)
+    session.add_point_inputs(
+        obj_idx,
+        frame,
+        # (N, 1, P, 2) and (N, 1, P): N images of one prompt each
+        {"point_coords": coords[:, None].float(), "point_labels": labels[:, None].int()},
+    )
+    if 1 not in session.obj_with_new_inputs:
+        session.obj_with_new_inputs.append(1)
+
+
+def _memory_conditioned(
+    model: Any, session: Any, frame: int, is_init: bool, feats: torch.Tensor, pos: torch.Tensor
+) -> torch.Tensor:
+    """``_prepare_memory_conditioned_features`` for a batch of N: (HW, N, C) features -> (N, C, H, W)."""
+    n, c = feats.shape[1], model.hidden_dim
+    h, w = model.backbone_feature_sizes[-1]
+    if is_init:  # the prompt frame: no memory yet, SAM 2's learnt "no memory" embedding instead
+        return (feats + model.no_memory_embedding).permute(1, 2, 0).reshape(n, c, h, w)
+    previous = model._gather_memory_frame_outputs(session, _OBJ, frame, False)
+    memories, memory_pos = model._build_memory_attention_inputs(previous, feats.device)  # each (HW, N, 64)
+    offsets, pointers, max_pointers = model._get_object_pointers(
+        session, _OBJ, frame, session.num_frames, feats.device, False, False
+    )
+    n_pointer_tokens = 0
+    if pointers:
+        ptr, ptr_pos = model._process_object_pointers(offsets, pointers, max_pointers, n, c, feats.device)
+        memories.append(ptr)  # (pointers * C / 64, N, 64)
+        memory_pos.append(ptr_pos)
+        n_pointer_tokens = ptr.shape[0]
+    out = model.memory_attention(
+        current_vision_features=feats,
+        current_vision_position_embeddings=pos,
+        memory=torch.cat(memories, dim=0).to(dtype=session.dtype),  # (M, N, 64)
+        memory_posision_embeddings=torch.cat(memory_pos, dim=0),  # sic: HF's argument name
+        num_object_pointer_tokens=n_pointer_tokens,
+    )  # (1, N, HW, C)
+    return out[0].transpose(1, 2).reshape(n, c, h, w)
+
+
+def forward_frame(model: Any, session: Any, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the video model on ``frame`` for all N objects at once; the memory bank is updated.
+
+    Returns the low-resolution mask logits (N, 1, h, w), gated by the object
+    score as HF's are, and the object score logits (N, 1, 1). Runs with gradients
+    unless called under ``torch.inference_mode``. Tracking is forward in time only.
+    """
+    points = session.point_inputs_per_obj[_OBJ].get(frame)
+    is_init = points is not None and frame not in session.frames_tracked_per_obj[_OBJ]
+    if points is not None:
+        n = points["point_coords"].shape[0]
+        session.obj_with_new_inputs.remove(1)
+    else:
+        n = session.output_dict_per_obj[_OBJ]["cond_frame_outputs"][0]["object_pointer"].shape[0]
+    cached = session.cache.get_vision_features(frame)
+    feats = [x.expand(-1, n, -1) for x in cached["vision_feats"]]  # each (HW, N, C): one frame, N objects
+    pos = cached["vision_pos_embeds"][-1].expand(-1, n, -1)
+    sizes = model.backbone_feature_sizes[:-1]
+    high_res = [x.permute(1, 2, 0).reshape(n, x.shape[2], *s) for x, s in zip(feats[:-1], sizes, strict=True)]
+    # (N, C_l, H_l, W_l) each
+    pix_feat = _memory_conditioned(model, session, frame, is_init, feats[-1], pos)
+    sam = model._single_frame_forward(
+        pixel_values=None,
+        input_points=points["point_coords"] if points is not None else None,
+        input_labels=points["point_labels"] if points is not None else None,
+        image_embeddings=[*high_res, pix_feat],
+        multimask_output=model._use_multimask(is_init, points),
+    )
+    session.store_output(
+        _OBJ,
+        frame,
+        output_value={
+            "pred_masks": sam.pred_masks,
+            "object_pointer": sam.object_pointer,  # (N, C)
+            "high_res_masks": sam.high_res_masks,
+            "object_score_logits": sam.object_score_logits,
+        },
+        is_conditioning_frame=is_init,
+    )
+    memory, memory_pos = model._encode_new_memory(
+        current_vision_feats=feats[-1],
+        pred_masks_high_res=sam.high_res_masks,
+        object_score_logits=sam.object_score_logits,
+        is_mask_from_pts=points is not None,
+    )  # (HW, N, 64) each
+    kind = "cond_frame_outputs" if is_init else "non_cond_frame_outputs"
+    stored = session.output_dict_per_obj[_OBJ][kind][frame]
+    stored["maskmem_features"] = memory
+    stored["maskmem_pos_enc"] = memory_pos
+    if not is_init:
+        session.frames_tracked_per_obj[_OBJ][frame] = {"reverse": False}
+    return sam.pred_masks, sam.object_score_logits

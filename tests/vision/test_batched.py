@@ -1,0 +1,52 @@
+"""The batched training forward (vision/batched.py) against HF's per-object loop, its naive twin."""
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")  # the vision extra
+
+from glassbox.vision import batched as bt
+from glassbox.vision import track as tr
+from glassbox.vision.train import RawMasks, TrackConfig, train_step
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    return tr.build_model(tr.small_config(), seed=0)
+
+
+def _run(model, cfg, batched):
+    model.zero_grad(set_to_none=True)
+    with RawMasks(model) as raw:
+        loss, parts = train_step(model, cfg, 3, batched=batched)
+        logits, scores = raw.take()  # every frame's raw logits and object scores, object order
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return loss.detach(), parts, logits.detach(), scores.detach(), grads
+
+
+@pytest.mark.parametrize("box_prob", [0.0, 1.0])  # point only; box corners plus the point
+def test_batched_train_step_equals_hfs_per_object_loop(model, box_prob):
+    cfg = TrackConfig(frames=4, box_prob=box_prob)
+    loss0, parts0, logits0, scores0, grads0 = _run(model, cfg, batched=False)
+    loss1, parts1, logits1, scores1, grads1 = _run(model, cfg, batched=True)
+    assert logits0.shape == logits1.shape and logits0.shape[0] >= 2 * 4  # 2+ objects on 4 frames
+    assert (scores0 > 0).any() and (scores0 < 0).any()  # both branches of the presence gate are exercised
+    torch.testing.assert_close(logits1, logits0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(scores1, scores0, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss1, loss0, rtol=1e-5, atol=1e-6)
+    assert parts1 == pytest.approx(parts0, rel=1e-5)
+    assert set(grads1) == set(grads0)
+    assert any(n.startswith("memory_attention.") for n in grads1)
+    scale = max(g.abs().max() for g in grads0.values())
+    for name, g in grads0.items():
+        # attention key biases have zero gradient in exact arithmetic (softmax ignores a shift): atol
+        torch.testing.assert_close(grads1[name], g, rtol=1e-3, atol=1e-5 * scale, msg=name)
+
+
+def test_prompts_must_be_n_by_p(model):
+    session = tr.new_session(model, torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"\(N, P, 2\)"):
+        bt.add_prompts(session, 0, torch.zeros(2, 2), torch.ones(2, 1))
