@@ -10,17 +10,20 @@ from glassbox.vision import track as tr
 from glassbox.vision.train import RawMasks, TrackConfig, train_step
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=[False, True], ids=["one-mask", "multimask"])
+def model(request):
     torch.set_num_threads(1)
-    return tr.build_model(tr.small_config(), seed=0)
+    return tr.build_model(tr.small_config(multimask=request.param), seed=0)
 
 
 def _run(model, cfg, batched):
     model.zero_grad(set_to_none=True)
     with RawMasks(model) as raw:
         loss, parts = train_step(model, cfg, 3, batched=batched)
-        logits, scores = raw.take()  # every frame's raw logits and object scores, object order
+        # every decoder call's raw logits and object scores, in frame then object order (a multimask
+        # prompt frame has three candidates, the other frames one)
+        logits = torch.cat([c[0].reshape(-1) for c in raw.calls])
+        scores = torch.cat([c[1].reshape(-1) for c in raw.calls])
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
@@ -32,7 +35,7 @@ def test_batched_train_step_equals_hfs_per_object_loop(model, box_prob):
     cfg = TrackConfig(frames=4, box_prob=box_prob)
     loss0, parts0, logits0, scores0, grads0 = _run(model, cfg, batched=False)
     loss1, parts1, logits1, scores1, grads1 = _run(model, cfg, batched=True)
-    assert logits0.shape == logits1.shape and logits0.shape[0] >= 2 * 4  # 2+ objects on 4 frames
+    assert logits0.shape == logits1.shape and logits0.numel() >= 2 * 4 * 32 * 32  # 2+ objects, 4 frames
     assert (scores0 > 0).any() and (scores0 < 0).any()  # both branches of the presence gate are exercised
     torch.testing.assert_close(logits1, logits0, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(scores1, scores0, rtol=1e-4, atol=1e-6)
@@ -50,3 +53,27 @@ def test_prompts_must_be_n_by_p(model):
     session = tr.new_session(model, torch.rand(1, 3, 64, 64))
     with pytest.raises(ValueError, match=r"\(N, P, 2\)"):
         bt.add_prompts(session, 0, torch.zeros(2, 2), torch.ones(2, 1))
+
+
+def test_multimask_selection_per_row_equals_hf_on_a_batch_of_one():
+    # HF's selection broadcasts (B,) rows against (B, 1) choices; single_frame_forward redoes it per row.
+    torch.manual_seed(1)
+    mm = tr.build_model(tr.small_config(multimask=True), seed=1)
+    pixels = torch.randn(3, 3, 64, 64)
+    points = torch.tensor([[[[10.0, 12.0]]], [[[40.0, 30.0]]], [[[50.0, 8.0]]]])  # (B, 1, 1, 2)
+    labels = torch.ones(3, 1, 1, dtype=torch.int32)
+    with torch.no_grad():
+        out = bt.single_frame_forward(mm, True, pixel_values=pixels, input_points=points, input_labels=labels)
+        hf_wrong = mm._single_frame_forward(
+            pixel_values=pixels, input_points=points, input_labels=labels, multimask_output=True
+        )
+        assert hf_wrong.high_res_masks.shape[:2] == (3, 3)  # the HF pitfall: every row against every choice
+        for i in range(3):
+            one = mm._single_frame_forward(
+                pixel_values=pixels[i : i + 1],
+                input_points=points[i : i + 1],
+                input_labels=labels[i : i + 1],
+                multimask_output=True,
+            )
+            for key in ("pred_masks", "high_res_masks", "object_pointer", "iou_scores"):
+                torch.testing.assert_close(getattr(out, key)[i : i + 1], getattr(one, key), msg=key)

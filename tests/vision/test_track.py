@@ -189,11 +189,11 @@ def test_raw_masks_keep_logits_the_object_score_gates(model):
             input_labels=torch.ones(2, 1, 1, dtype=torch.int32),
             multimask_output=False,
         )
-        logits, score = raw.take()
-    assert logits.shape == (2, 32, 32) and score.shape == (2,)
+        logits, score, iou = raw.take()
+    assert logits.shape == (2, 1, 32, 32) and score.shape == (2,) and iou.shape == (2, 1)
     for i in range(2):
         if score[i] > 0:
-            assert torch.equal(out.pred_masks[i, 0], logits[i])
+            assert torch.equal(out.pred_masks[i, 0], logits[i, 0])
         else:
             assert (out.pred_masks[i] == -1024.0).all() and logits[i].std() > 0
 
@@ -209,8 +209,38 @@ def test_focal_loss_matches_its_definition():
     for z, y in [(2.0, True), (-1.0, True), (0.5, False)]:
         logits = torch.tensor([[[z, 3.0]]])  # (1, 1, 2): the second pixel keeps the object visible
         gt = torch.tensor([[[y, True]]])
-        total, _ = _loss(logits, torch.tensor([1.0]), gt, lc)
+        total, _, _ = _loss(logits, torch.tensor([1.0]), gt, lc)
         assert float(total) == pytest.approx((fl(z, y) + fl(3.0, True)) / 2, rel=1e-5)
+
+
+def test_multimask_loss_trains_the_best_candidate_and_the_iou_head():
+    # SAM: the loss of each object is that of its best candidate; the IoU head regresses every
+    # candidate's actual IoU, so inference (highest predicted IoU) keeps the right one.
+    gt = torch.zeros(2, 4, 4, dtype=torch.bool)
+    gt[0, :2] = True
+    gt[1, :, :1] = True
+    right, wrong = gt.float() * 20 - 10, (~gt).float() * 20 - 10  # (2, 4, 4) logits
+    logits = torch.stack([wrong, right, wrong], dim=1)  # (2, 3, 4, 4): candidate 1 is right
+    iou = torch.tensor([[0.5, 0.5, 0.5], [0.0, 1.0, 0.0]])
+    lc = TrackLossConfig(object_score=0.0, iou=1.0)
+    total, parts, best = _loss(logits, torch.ones(2), gt, lc, iou)
+    assert best.tolist() == [1, 1]
+    single, _, _ = _loss(right, torch.ones(2), gt, lc)  # the best candidate alone
+    # actual IoUs are 0, 1, 0 for both objects: MSE = (0.25 * 3 + 0) / 6
+    assert parts["iou"] == pytest.approx(0.125)
+    assert float(total) == pytest.approx(float(single) + 0.125, rel=1e-5)
+
+
+def test_multimask_image_step_and_batched_video_step(model):
+    mm = tr.build_model(tr.small_config(multimask=True), seed=0)
+    loss, parts = image_step(mm, TrackConfig(image_batch=4, box_prob=0.0), 0)
+    assert "iou" in parts and torch.isfinite(loss)
+    cfg = TrackConfig(frames=3, box_prob=0.0)
+    with RawMasks(mm) as raw:
+        loss, parts = train_step(mm, cfg, 0)
+        shapes = [c[0].shape[2] for c in raw.calls]
+    assert shapes[0] == 3 and set(shapes[1:]) == {1}  # candidates on the prompt frame only
+    assert "iou" in parts and torch.isfinite(loss)
 
 
 def test_lr_schedule_per_stage_peak():

@@ -22,6 +22,11 @@ HF method it replaces, for a batch of N instead of 1:
   N = 1, so the memory attention is called here and reshaped for any N (the
   memory gathering reuses HF's helpers unchanged);
 - ``Sam2VideoModel._batch_encode_memories``: one object of batch N.
+- ``Sam2VideoModel._single_frame_forward`` with ``multimask_output=True``
+  keeps each row's best candidate by indexing (B,) rows with (B, 1) choices,
+  which broadcasts to (B, B) for a batch above one (masks, memories and
+  object pointers of every row against every choice): ``single_frame_forward``
+  redoes that selection per row (used by the image stage too).
 
 HF's per-object loop (``track.forward_frame``) is the naive twin: the tests
 hold masks, object scores, the loss and its gradients equal to it, so what is
@@ -45,6 +50,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 _OBJ = 0  # the pseudo-object's index in the session; its id is 1
 
@@ -99,6 +105,40 @@ def _memory_conditioned(
     return out[0].transpose(1, 2).reshape(n, c, h, w)
 
 
+def single_frame_forward(model: Any, multimask_output: bool, **kwargs: Any) -> Any:
+    """``model._single_frame_forward(multimask_output=..., **kwargs)``, right for a batch above one.
+
+    With one candidate, HF's own result. With three, HF's selection of the
+    best candidate (highest predicted IoU) is redone per row from the mask
+    decoder's outputs: the low- and high-resolution masks (gated by the object
+    score as HF gates them) and the object pointer taken from that
+    candidate's output token. Row by row this equals HF's call on a batch of one.
+    """
+    if not multimask_output:
+        return model._single_frame_forward(multimask_output=False, **kwargs)
+    from transformers.models.sam2_video.modeling_sam2_video import NO_OBJ_SCORE
+
+    captured: list[Any] = []
+    handle = model.mask_decoder.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        out = model._single_frame_forward(multimask_output=True, **kwargs)
+    finally:
+        handle.remove()
+    masks, iou, tokens, score = captured[-1]  # (B, O, K, h, w), (B, O, K), (B, O, K, C), (B, O, 1)
+    present = score > 0
+    masks = torch.where(present[..., None, None], masks, NO_OBJ_SCORE)
+    best = iou.argmax(-1)  # (B, O)
+    rows, objs = torch.arange(masks.shape[0])[:, None], torch.arange(masks.shape[1])[None]
+    low = masks[rows, objs, best]  # (B, O, h, w)
+    size = (model.image_size, model.image_size)
+    high = F.interpolate(low.float(), size=size, mode="bilinear", align_corners=False).to(low.dtype)
+    pointer = model.object_pointer_proj(tokens[rows, objs, best])  # (B, O, C)
+    weight = present.to(pointer.dtype)
+    out.pred_masks, out.high_res_masks = low, high
+    out.object_pointer = weight * pointer + (1 - weight) * model.no_object_pointer
+    return out
+
+
 def forward_frame(model: Any, session: Any, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One step of the video model on ``frame`` for all N objects at once; the memory bank is updated.
 
@@ -120,7 +160,8 @@ def forward_frame(model: Any, session: Any, frame: int) -> tuple[torch.Tensor, t
     high_res = [x.permute(1, 2, 0).reshape(n, x.shape[2], *s) for x, s in zip(feats[:-1], sizes, strict=True)]
     # (N, C_l, H_l, W_l) each
     pix_feat = _memory_conditioned(model, session, frame, is_init, feats[-1], pos)
-    sam = model._single_frame_forward(
+    sam = single_frame_forward(
+        model,
         pixel_values=None,
         input_points=points["point_coords"] if points is not None else None,
         input_labels=points["point_labels"] if points is not None else None,

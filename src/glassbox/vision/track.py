@@ -65,7 +65,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def small_config(
-    image_size: int = 64, hidden: int = 128, memory_layers: int = 2, num_maskmem: int = 7
+    image_size: int = 64,
+    hidden: int = 128,
+    memory_layers: int = 2,
+    num_maskmem: int = 7,
+    multimask: bool = False,
 ) -> Sam2VideoConfig:
     """A SAM 2 video configuration small enough to train on a CPU (about 1.8 M parameters at the defaults).
 
@@ -113,8 +117,9 @@ def small_config(
             # always is: the loss then lands on whichever token the untrained IoU head picks.
             "dynamic_multimask_via_stability": False,
         },
-        # One point on a digit is not ambiguous here: a single mask output keeps the loss simple.
-        multimask_output_in_sam=False,
+        # ``multimask``: three candidates for a single-point prompt on its frame (SAM 2's default);
+        # otherwise one mask everywhere.
+        multimask_output_in_sam=multimask,
         multimask_output_for_tracking=False,
         num_maskmem=num_maskmem,
         memory_attention_hidden_size=hidden,

@@ -59,6 +59,9 @@ class TrackModelConfig(_Strict):
     hidden: int = Field(128, gt=64)
     memory_layers: int = 2
     num_maskmem: int = 7
+    # SAM's answer to an ambiguous single point: three candidate masks on the prompt frame, the one
+    # with the highest predicted IoU kept (tracking frames still decode one mask)
+    multimask: bool = False
 
 
 class TrackLossConfig(_Strict):
@@ -70,6 +73,7 @@ class TrackLossConfig(_Strict):
     bce: float = 1.0
     dice: float = 1.0
     object_score: float = 1.0
+    iou: float = 1.0  # MSE of the predicted IoUs of multimask candidates (SAM's weight); model.multimask only
     # Cross-entropy of the decoder's token-to-image attention (point token and mask token) against
     # the object's mask on the attention grid (``AttentionGuide``); 0 turns it off.
     attention: float = 1.0
@@ -143,16 +147,17 @@ class RawMasks:
     a constant (``NO_OBJ_SCORE``), so a loss on ``pred_masks`` has no gradient
     exactly where the model is wrong about presence; early in training that is
     half the objects. A forward hook on ``mask_decoder`` keeps the raw logits
-    (the video model calls it once per object, in object order).
+    and the IoU predictions (the video model calls it once per object, in object order).
     """
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def __enter__(self) -> RawMasks:
         def hook(_mod: Any, _inp: Any, out: Any) -> None:
-            self.calls.append((out[0][:, :, 0], out[3]))  # (B, O, h, w) logits, (B, O, 1) score
+            # (B, O, K, h, w) logits of K candidates, (B, O, 1) object score, (B, O, K) predicted IoUs
+            self.calls.append((out[0], out[3], out[1]))
 
         self._handle = self.model.mask_decoder.register_forward_hook(hook)
         return self
@@ -160,12 +165,16 @@ class RawMasks:
     def __exit__(self, *exc: Any) -> None:
         self._handle.remove()
 
-    def take(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The calls since the last ``take``: logits (N, h, w) and object scores (N,)."""
-        logits = torch.cat([c[0].reshape(-1, *c[0].shape[-2:]) for c in self.calls])
+    def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The calls since the last ``take``: logits (N, K, h, w), object scores (N,), predicted IoUs (N, K).
+
+        The calls must agree on K (one frame's, or one batch's).
+        """
+        logits = torch.cat([c[0].reshape(-1, *c[0].shape[-3:]) for c in self.calls])
         score = torch.cat([c[1].reshape(-1) for c in self.calls])
+        iou = torch.cat([c[2].reshape(-1, c[2].shape[-1]) for c in self.calls])
         self.calls = []
-        return logits, score
+        return logits, score, iou
 
 
 class AttentionGuide:
@@ -203,11 +212,14 @@ class AttentionGuide:
         for h in self._handles:
             h.remove()
 
-    def loss(self, gt: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    def loss(
+        self, gt: torch.Tensor, tokens: list[int], row_tokens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean over calls and ``tokens`` of -sum(target * log(attention)); ``gt`` (B, H, W) masks.
 
         The target is the mask area-pooled onto the attention grid, normalised to sum 1; objects
-        without a visible pixel are left out.
+        without a visible pixel are left out. ``row_tokens`` (B,) adds one token per row (the
+        best candidate's mask token of a multimask output).
         """
         side = math.isqrt(self.calls[0].shape[-1])  # a square grid
         target = F.adaptive_avg_pool2d(gt[:, None].float(), side).flatten(1)  # (B, HW)
@@ -223,6 +235,9 @@ class AttentionGuide:
         grouped = [torch.cat(self.calls[i::n]) for i in range(n)] if len(self.calls) > n else self.calls
         for p in grouped:
             att = p[:, :, tokens].mean(1)  # (B, len(tokens), HW): head-averaged
+            if row_tokens is not None:
+                own = p[torch.arange(p.shape[0]), :, row_tokens].mean(1)  # (B, HW)
+                att = torch.cat([att, own[:, None]], dim=1)
             ce = -(target[:, None] * torch.log(att + 1e-6)).sum(-1)  # (B, len(tokens))
             total.append(ce[use].mean())
         self.calls = []
@@ -230,33 +245,62 @@ class AttentionGuide:
 
 
 def _loss(
-    logits: torch.Tensor, score: torch.Tensor, gt: torch.Tensor, lc: TrackLossConfig
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of N masks: raw ``logits`` (N, h, w), object ``score`` (N,), ``gt`` (N, H, W) visible masks."""
-    logits = F.interpolate(logits[:, None].float(), size=gt.shape[-2:], mode="bilinear", align_corners=False)[
-        :, 0
-    ]  # (N, H, W)
+    logits: torch.Tensor,
+    score: torch.Tensor,
+    gt: torch.Tensor,
+    lc: TrackLossConfig,
+    iou: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """Loss of N objects: raw ``logits`` (N, h, w) or (N, K, h, w), object ``score`` (N,), ``gt`` (N, H, W).
+
+    With K candidate masks (SAM's multimask output for an ambiguous prompt)
+    only each object's best candidate is trained, as in SAM, and ``iou``
+    (N, K), the decoder's predicted IoUs, learn every candidate's actual
+    IoU (MSE), so that inference, which keeps the candidate with the highest
+    prediction, picks the right one. Returns the total, its parts, and the
+    best candidate of each object (N,) (0 for an object with no visible pixel).
+    """
+    if logits.ndim == 3:
+        logits = logits[:, None]  # (N, 1, h, w): one candidate
+    n, k = logits.shape[:2]
+    logits = F.interpolate(
+        logits.float(), size=gt.shape[-2:], mode="bilinear", align_corners=False
+    )  # (N, K, H, W)
     visible = gt.flatten(1).any(dim=1).float()  # (N,)
     score_loss = F.binary_cross_entropy_with_logits(score, visible)
     use = visible > 0  # an absent object has no mask to learn; its score says so
     zero = torch.zeros(())
+    best = torch.zeros(n, dtype=torch.long)
+    focal = bce = dice = iou_loss = zero
     if use.any():
-        lg, g = logits[use], gt[use].float()  # (M, H, W)
-        ce = F.binary_cross_entropy_with_logits(lg, g, reduction="none")  # (M, H, W)
+        lg, g = logits[use], gt[use].float()[:, None].expand(-1, k, -1, -1)  # (U, K, H, W) each
+        ce = F.binary_cross_entropy_with_logits(lg, g, reduction="none")
         p = lg.sigmoid()
         p_t = p * g + (1 - p) * (1 - g)
         alpha_t = lc.focal_alpha * g + (1 - lc.focal_alpha) * (1 - g)
-        focal = (alpha_t * (1 - p_t) ** lc.focal_gamma * ce).mean()
-        bce = ce.mean()
-        dice = (1 - (2 * (p * g).sum((1, 2)) + 1) / (p.sum((1, 2)) + g.sum((1, 2)) + 1)).mean()
-    else:
-        focal = bce = dice = zero
-    total = lc.focal * focal + lc.bce * bce + lc.dice * dice + lc.object_score * score_loss
-    return total, {
+        focal_k = (alpha_t * (1 - p_t) ** lc.focal_gamma * ce).mean((2, 3))  # (U, K)
+        bce_k = ce.mean((2, 3))
+        dice_k = 1 - (2 * (p * g).sum((2, 3)) + 1) / (p.sum((2, 3)) + g.sum((2, 3)) + 1)
+        pick = (lc.focal * focal_k + lc.bce * bce_k + lc.dice * dice_k).detach().argmin(1)  # (U,)
+        rows = torch.arange(len(pick))
+        focal, bce, dice = focal_k[rows, pick].mean(), bce_k[rows, pick].mean(), dice_k[rows, pick].mean()
+        best[use] = pick
+        if iou is not None and k > 1:
+            with torch.no_grad():
+                hard = lg > 0
+                actual = (hard & (g > 0)).sum((2, 3)) / (hard | (g > 0)).sum((2, 3)).clamp_min(1)  # (U, K)
+            iou_loss = F.mse_loss(iou[use].float(), actual)
+    total = (
+        lc.focal * focal + lc.bce * bce + lc.dice * dice + lc.object_score * score_loss + lc.iou * iou_loss
+    )
+    parts = {
         "focal": float(focal.detach()),
         "dice": float(dice.detach()),
         "score": float(score_loss.detach()),
     }
+    if iou is not None and k > 1:
+        parts["iou"] = float(iou_loss.detach())
+    return total, parts, best
 
 
 def image_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -287,19 +331,24 @@ def image_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, d
     gt = torch.from_numpy(np.stack(masks))  # (B, H, W)
     pts = torch.tensor(points, dtype=torch.float32)[:, None]  # (B, 1, P, 2): box corners, then the point
     labels = torch.tensor([2, 3, 1] if with_box else [1], dtype=torch.int32)  # SAM 2's box-corner labels
+    # As the video model decides on a prompt frame (_use_multimask): three candidates for one point
+    multimask = bool(model.config.multimask_output_in_sam) and not with_box
     guide = AttentionGuide(model)
     with RawMasks(model) as raw, guide:
-        model._single_frame_forward(
+        bt.single_frame_forward(
+            model,
             pixel_values=pixels,
             input_points=pts,
             input_labels=labels.expand(len(points), 1, -1).contiguous(),
-            multimask_output=False,
+            multimask_output=multimask,
         )
-        logits, score = raw.take()
-    loss, parts = _loss(logits, score, gt, cfg.loss)
+        logits, score, iou = raw.take()
+    loss, parts, best = _loss(logits, score, gt, cfg.loss, iou)
     if cfg.loss.attention > 0:
-        # decoder tokens: object score, IoU, 4 mask tokens (2 = the single-mask one), then the prompt
-        att = guide.loss(gt, [2, 6 + len(labels) - 1])
+        # decoder tokens: object score, IoU, 4 mask tokens (2 = the single-mask one, 3-5 the three
+        # candidates of a multimask output), then the prompt
+        point_token = 6 + len(labels) - 1
+        att = guide.loss(gt, [point_token], 3 + best) if multimask else guide.loss(gt, [2, point_token])
         loss = loss + cfg.loss.attention * att
         parts["attention"] = float(att.detach())
     return loss, parts
@@ -339,12 +388,15 @@ def train_step(
                 bt.forward_frame(model, session, t)
             else:
                 tr.forward_frame(model, session, t, grad=True)
-            loss, part = _loss(*raw.take(), gt[:, t], cfg.loss)
+            logits, score, iou = raw.take()
+            loss, part, best = _loss(logits, score, gt[:, t], cfg.loss, iou)
             if cfg.loss.video_attention > 0:
                 # The mask token finds the object from memory alone after frame 0 (no prompt there):
                 # guiding its attention onto the object trains the memory path to mark it.
-                tokens = [2] if t else [2, 6 + (2 if with_box else 0)]
-                att = guide.loss(gt[:, t], tokens)
+                if logits.shape[1] > 1:  # a multimask prompt frame: the point and the best candidate
+                    att = guide.loss(gt[:, t], [6], 3 + best)
+                else:
+                    att = guide.loss(gt[:, t], [2] if t else [2, 6 + (2 if with_box else 0)])
                 loss = loss + cfg.loss.video_attention * att
                 part["attention"] = float(att.detach())
             else:
@@ -352,7 +404,8 @@ def train_step(
             losses.append(loss)
             parts.append(part)
     total = torch.stack(losses).mean()
-    return total, {k: float(np.mean([p[k] for p in parts])) for k in parts[0]}
+    keys = dict.fromkeys(k for p in parts for k in p)  # "iou" on a multimask prompt frame only
+    return total, {k: float(np.mean([p[k] for p in parts if k in p])) for k in keys}
 
 
 def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -418,7 +471,10 @@ def train_tracker(config: str | Path | dict[str, Any] | TrackConfig, out: str | 
         run.write_text("config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
         mc = cfg.model
         model = tr.build_model(
-            tr.small_config(mc.image_size, mc.hidden, mc.memory_layers, mc.num_maskmem), seed=cfg.seed
+            tr.small_config(
+                mc.image_size, mc.hidden, mc.memory_layers, mc.num_maskmem, multimask=mc.multimask
+            ),
+            seed=cfg.seed,
         )
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
