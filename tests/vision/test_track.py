@@ -1,3 +1,4 @@
+import json
 import math
 import os
 
@@ -323,3 +324,26 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, checkpoint, capsys):
     assert code == 2 and "X,Y" in io.err
     code, io = _cli(["track", str(good), "--point", "5,5", "--out", str(tmp_path / "none")], capsys)
     assert code == 2 and "no trained tracker" in io.err
+
+
+def test_train_tracker_logs_mixed_multimask_and_box_batches(tmp_path):
+    # Box batches decode one mask and have no IoU loss: the log window averages what each step has.
+    from glassbox.vision.train import train_tracker
+
+    cfg = {
+        "kind": "track",
+        "max_minutes": 0.08,
+        "image_minutes": 0.05,
+        "image_batch": 4,
+        "frames": 3,
+        "log_every": 4,
+        "eval_videos": 1,
+        "eval_frames": 3,
+        "report": False,
+        "model": {"multimask": True},
+    }
+    run = train_tracker(cfg, out=tmp_path)
+    rows = [r for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines()) if "stage" in r]
+    assert rows and all(math.isfinite(r["train_loss"]) for r in rows)
+    assert any("iou" in r for r in rows if r["stage"] == "image")
+    assert (run.path / "checkpoint").is_dir()

@@ -506,7 +506,8 @@ def train_tracker(config: str | Path | dict[str, Any] | TrackConfig, out: str | 
                 step += 1
                 local += 1
                 if local % cfg.log_every == 0:
-                    rec = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                    keys = dict.fromkeys(k for w in window for k in w)  # "iou": multimask batches only
+                    rec = {k: float(np.mean([w[k] for w in window if k in w])) for k in keys}
                     run.log(
                         {
                             "step": step,
