@@ -244,6 +244,13 @@ def test_multimask_image_step_and_batched_video_step(model):
     assert "iou" in parts and torch.isfinite(loss)
 
 
+def test_backbone_width_doubles_per_stage():
+    cfg = tr.small_config(backbone_width=24).vision_config
+    assert cfg.backbone_config.embed_dim_per_stage == [24, 48, 96, 192]
+    assert cfg.backbone_channel_list == [192, 96, 48, 24]
+    assert load_config({"model": {"backbone_width": 32}}).model.backbone_width == 32
+
+
 def test_lr_schedule_per_stage_peak():
     cfg = TrackConfig(lr=1e-3, warmup=10)
     assert _lr(cfg, 0, 0.0) == pytest.approx(1e-4)  # warm-up: step 1 of 10

@@ -70,12 +70,14 @@ def small_config(
     memory_layers: int = 2,
     num_maskmem: int = 7,
     multimask: bool = False,
+    backbone_width: int = 16,
 ) -> Sam2VideoConfig:
     """A SAM 2 video configuration small enough to train on a CPU (about 1.8 M parameters at the defaults).
 
     Hiera with patch stride 2 (not 4) so the top feature map is ``image_size / 8``
     and the low-resolution masks ``image_size / 2``: at 64 pixels a stride-4
     model would predict 16x16 masks, too coarse for digit boundaries.
+    ``backbone_width`` is Hiera's first-stage width; it doubles at each of the four stages.
     """
     from transformers import Sam2VideoConfig
 
@@ -94,15 +96,15 @@ def small_config(
                 "model_type": "sam2_hiera_det_model",
                 "image_size": [s, s],
                 "patch_stride": [2, 2],
-                "hidden_size": 16,
-                "embed_dim_per_stage": [16, 32, 64, 128],
+                "hidden_size": backbone_width,
+                "embed_dim_per_stage": [backbone_width * 2**i for i in range(4)],
                 "blocks_per_stage": [1, 1, 2, 1],
                 "num_attention_heads_per_stage": [1, 1, 2, 2],
                 "window_size_per_stage": [8, 4, top, 4],
                 "global_attention_blocks": [3],
                 "window_positional_embedding_background_size": [4, 4],
             },
-            "backbone_channel_list": [128, 64, 32, 16],
+            "backbone_channel_list": [backbone_width * 2**i for i in (3, 2, 1, 0)],
             "backbone_feature_sizes": [[4 * top, 4 * top], [2 * top, 2 * top], [top, top]],
             "fpn_hidden_size": hidden,
         },

@@ -62,6 +62,7 @@ class TrackModelConfig(_Strict):
     # SAM's answer to an ambiguous single point: three candidate masks on the prompt frame, the one
     # with the highest predicted IoU kept (tracking frames still decode one mask)
     multimask: bool = False
+    backbone_width: int = 16  # Hiera's first-stage width, doubled at each of its four stages
 
 
 class TrackLossConfig(_Strict):
@@ -472,7 +473,7 @@ def train_tracker(config: str | Path | dict[str, Any] | TrackConfig, out: str | 
         mc = cfg.model
         model = tr.build_model(
             tr.small_config(
-                mc.image_size, mc.hidden, mc.memory_layers, mc.num_maskmem, multimask=mc.multimask
+                mc.image_size, mc.hidden, mc.memory_layers, mc.num_maskmem, mc.multimask, mc.backbone_width
             ),
             seed=cfg.seed,
         )
