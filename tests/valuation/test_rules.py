@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from glassbox.valuation.rules import RULES, Call, Rule
@@ -12,7 +13,7 @@ from glassbox.valuation.rules import RULES, Call, Rule
 RULE_TYPES = sorted(RULES, key=lambda c: c.__name__)
 
 
-def _case(cls: type, seed: int = 0):
+def _case(cls: type, seed: int = 0, captured: bool = True):
     rule = RULES[cls]
     module, make = rule.example()
     module = module.double()
@@ -32,13 +33,16 @@ def _case(cls: type, seed: int = 0):
         return (y * bi.unsqueeze(0)).sum()  # its gradient is the example's gradient for output grad b
 
     per_ex = vmap(grad(f), in_dims=(None, 0, *[0] * len(inputs)))(own, b, *inputs)
-    call = Call(module, tuple(a.detach() for a in inputs), b)
+    # What the forward hook keeps (a norm's saved statistics), or nothing: both paths must agree.
+    kept = rule.capture(module, out) if captured else {}
+    call = Call(module, tuple(a.detach() for a in inputs), b, cache=kept)
     return rule, call, per_ex, len(b)
 
 
+@pytest.mark.parametrize("captured", [True, False], ids=["captured", "recomputed"])
 @pytest.mark.parametrize("cls", RULE_TYPES, ids=lambda c: c.__name__)
-def test_rule_grads_and_dots_match_per_example_gradients(cls: type) -> None:
-    rule, call, per_ex, B = _case(cls)
+def test_rule_grads_and_dots_match_per_example_gradients(cls: type, captured: bool) -> None:
+    rule, call, per_ex, B = _case(cls, captured=captured)
     rows = slice(1, B)  # not starting at 0: the rows argument must be honoured
     got = rule.grads(call, rows)
     assert set(got) == set(per_ex)
@@ -47,6 +51,13 @@ def test_rule_grads_and_dots_match_per_example_gradients(cls: type) -> None:
     V = {k: torch.randn(g.shape[1:], dtype=g.dtype) for k, g in per_ex.items()}
     expect = sum((per_ex[k][rows] * V[k]).flatten(1).sum(1) for k in per_ex)
     assert torch.allclose(rule.dot(call, rows, V), expect, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [nn.LayerNorm, nn.GroupNorm], ids=lambda c: c.__name__)
+def test_norms_keep_their_saved_statistics(cls: type) -> None:
+    # The fast path must actually be taken in training, or the test above checks one path twice.
+    _, call, _, _ = _case(cls)
+    assert "stats" in call.cache
 
 
 @pytest.mark.parametrize(

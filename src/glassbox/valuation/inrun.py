@@ -172,7 +172,7 @@ class InRunValuation(Callback):
         self._pass, self._cursor = 0, 0
         self._order = self._val_order(0)
         self._recording = False
-        self._calls: list[tuple[_Layer, torch.Tensor, tuple[Any, ...]]] = []
+        self._calls: list[tuple[_Layer, torch.Tensor, tuple[Any, ...], dict[str, Any]]] = []
         self._micros: list[_Micro] = []
         self._val_rows: tuple[torch.Tensor, torch.Tensor] | None = None
         self._hooks = [layer.module.register_forward_hook(self._hook(layer)) for layer in self._layers]
@@ -201,7 +201,7 @@ class InRunValuation(Callback):
                     "in-run valuation needs every valued layer's output batched by rows"
                 )
             inputs = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-            self._calls.append((layer, output, inputs))
+            self._calls.append((layer, output, inputs, layer.rule.capture(module, output)))
 
         return hook
 
@@ -264,17 +264,16 @@ class InRunValuation(Callback):
         # all rows (on this CPU about 4x faster than rebuilding them from the
         # activations), and hooks on the layers' outputs keep the output gradients.
         grads: list[torch.Tensor | None] = [None] * len(self._calls)
-        handles = [out.register_hook(_keeper(grads, i)) for i, (_, out, _) in enumerate(self._calls)]
+        handles = [out.register_hook(_keeper(grads, i)) for i, (_, out, _, _) in enumerate(self._calls)]
         try:
             total.backward()
         finally:
             for h in handles:
                 h.remove()
         record = _Micro(micro.indices, n, has_val=with_val)
-        for (layer, out, inputs), g in zip(self._calls, grads, strict=True):
-            record.calls.append(
-                (layer, Call(layer.module, inputs, torch.zeros_like(out) if g is None else g))
-            )
+        for (layer, out, inputs, kept), g in zip(self._calls, grads, strict=True):
+            grad = torch.zeros_like(out) if g is None else g
+            record.calls.append((layer, Call(layer.module, inputs, grad, cache=kept)))
         if with_val:
             with torch.no_grad():
                 record.gval = self._remove_validation(record, slice(n, None))
