@@ -15,7 +15,8 @@ def _ledger_key(tmp_path_factory: pytest.TempPathFactory) -> None:
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict]:
     """``glassbox demo --json`` once per session (the healthcare recipe, ~80 s): exit status, JSON summary.
 
-    Both the demo's own test and the healthcare recipe's quality test read this one run.
+    The demo's own test, the healthcare recipe's accuracy test and its explanation-quality test read
+    this one run.
     """
     import contextlib
     import io
