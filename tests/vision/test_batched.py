@@ -77,3 +77,36 @@ def test_multimask_selection_per_row_equals_hf_on_a_batch_of_one():
             )
             for key in ("pred_masks", "high_res_masks", "object_pointer", "iou_scores"):
                 torch.testing.assert_close(getattr(out, key)[i : i + 1], getattr(one, key), msg=key)
+
+
+def _rows_per_frame(model, cfg, step):
+    """Each frame's raw logits and object scores of a train step, one row per object: [(N, -1), (N,)]."""
+    with RawMasks(model) as raw, torch.no_grad():
+        train_step(model, cfg, step)
+        calls = list(raw.calls)
+    return [(c[0].reshape(c[0].shape[0], -1), c[1].reshape(-1)) for c in calls]
+
+
+@pytest.mark.parametrize("box_prob", [0.0, 1.0])
+def test_clips_batched_equal_each_clip_alone(model, box_prob):
+    # Step 3 of a two-clip run holds the clips of steps 6 and 7 of a one-clip run, rows clip by clip.
+    both = _rows_per_frame(model, TrackConfig(frames=4, box_prob=box_prob, clips=2), 3)
+    first = _rows_per_frame(model, TrackConfig(frames=4, box_prob=box_prob), 6)
+    second = _rows_per_frame(model, TrackConfig(frames=4, box_prob=box_prob), 7)
+    assert len(both) == len(first) == len(second) == 4  # one decoder call per frame
+    for (lg, sc), (lg0, sc0), (lg1, sc1) in zip(both, first, second, strict=True):
+        assert lg.shape[0] == lg0.shape[0] + lg1.shape[0] >= 4
+        torch.testing.assert_close(lg, torch.cat([lg0, lg1]), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(sc, torch.cat([sc0, sc1]), rtol=1e-4, atol=1e-6)
+        # the two clips' first rows differ by 20x the tolerance above, so a mix-up of rows would show
+        assert (lg0[0] - lg1[0]).abs().max() > 2e-4
+
+
+def test_several_clips_need_the_batched_path(model):
+    with pytest.raises(ValueError, match="clips=1"):
+        train_step(model, TrackConfig(frames=2, clips=2), 0, batched=False)
+
+
+def test_new_session_checks_the_object_counts(model):
+    with pytest.raises(ValueError, match="positive count"):
+        bt.new_session(model, torch.rand(2, 2, 3, 64, 64), [2])

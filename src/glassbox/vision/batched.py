@@ -28,6 +28,12 @@ HF method it replaces, for a batch of N instead of 1:
   object pointers of every row against every choice): ``single_frame_forward``
   redoes that selection per row (used by the image stage too).
 
+Several clips ride the same way (``new_session`` over K clips): the rows of
+the pseudo-object are then every object of every clip, each row reading its
+own clip's features. Nothing in the memory path mixes rows (memories,
+pointers and attention are per row), so a row's masks are those of its clip
+run alone (tested); the image encoder sees the K clips' frames as one batch.
+
 HF's per-object loop (``track.forward_frame``) is the naive twin: the tests
 hold masks, object scores, the loss and its gradients equal to it, so what is
 trained this way is what ``track.track`` runs. Inference keeps HF's loop.
@@ -47,12 +53,49 @@ trained this way is what ``track.track`` runs. Inference keeps HF's loop.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 _OBJ = 0  # the pseudo-object's index in the session; its id is 1
+
+
+def new_session(model: Any, clips: torch.Tensor, objects: Sequence[int], grad: bool = False) -> Any:
+    """A session over K clips ``clips`` (K, T, 3, S, S) whose pseudo-object has one row per object.
+
+    ``objects[k]`` is clip k's object count; rows come clip by clip, so row r
+    reads the features of its own clip on every frame: each frame's cache
+    holds (HW, N, C) features for N = sum(objects) rows (``forward_frame``
+    expands a (HW, 1, C) one-clip cache to N the same way). All K * T frames
+    go through the image encoder as one batch.
+    """
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+    k, t = clips.shape[:2]
+    if len(objects) != k or min(objects) < 1:
+        raise ValueError(f"objects must give a positive count for each of the {k} clips, got {list(objects)}")
+    session = Sam2VideoInferenceSession(
+        video=clips[0],  # read for its frame count only: every frame's features are cached below
+        video_height=clips.shape[-2],
+        video_width=clips.shape[-1],
+        dtype=torch.float32,  # pitfall: the default is the string "float32" (track.new_session)
+        max_vision_features_cache_size=t,
+    )
+    with torch.set_grad_enabled(grad), torch.inference_mode(not grad):
+        feats = model.get_image_features(clips.flatten(0, 1), return_dict=True)  # (HW, K*T, C) each
+    clip_of_row = torch.repeat_interleave(torch.arange(k), torch.as_tensor(list(objects)))  # (N,)
+    for f in range(t):
+        rows = clip_of_row * t + f  # (N,): frame f of each row's clip, clip-major as flattened
+        session.cache.cache_vision_features(
+            f,
+            {
+                "vision_feats": [x[:, rows] for x in feats.fpn_hidden_states],  # (HW, N, C) each
+                "vision_pos_embeds": [x[:, f : f + 1] for x in feats.fpn_position_encoding],  # one for all
+            },
+        )
+    return session
 
 
 def add_prompts(session: Any, frame: int, coords: torch.Tensor, labels: torch.Tensor) -> None:
@@ -154,7 +197,8 @@ def forward_frame(model: Any, session: Any, frame: int) -> tuple[torch.Tensor, t
     else:
         n = session.output_dict_per_obj[_OBJ]["cond_frame_outputs"][0]["object_pointer"].shape[0]
     cached = session.cache.get_vision_features(frame)
-    feats = [x.expand(-1, n, -1) for x in cached["vision_feats"]]  # each (HW, N, C): one frame, N objects
+    # each (HW, N, C): one clip's frame expanded to its N objects, or already per row (``new_session``)
+    feats = [x.expand(-1, n, -1) for x in cached["vision_feats"]]
     pos = cached["vision_pos_embeds"][-1].expand(-1, n, -1)
     sizes = model.backbone_feature_sizes[:-1]
     high_res = [x.permute(1, 2, 0).reshape(n, x.shape[2], *s) for x, s in zip(feats[:-1], sizes, strict=True)]

@@ -89,6 +89,9 @@ class TrackConfig(_Strict):
     seed: int = 0
     size: int = 64  # generated canvas, pixels
     frames: int = 8  # frames per training clip
+    # Clips per video step, their objects batched (``batched.new_session``): a step is mostly
+    # fixed cost per call on this CPU, so K clips cost far less than K steps.
+    clips: int = Field(1, ge=1)
     steps: int = 1200  # video steps at most; max_minutes stops earlier
     max_minutes: float = 18.0  # the whole training budget, image stage included
     # Stage 1: single frames, 32 prompts in one batch, no memory. The encoder and mask decoder
@@ -358,29 +361,39 @@ def image_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, d
 def train_step(
     model: Any, cfg: TrackConfig, step: int, batched: bool = True
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of one generated clip, every object prompted by a point on frame 0 and tracked with memory.
+    """Loss of ``cfg.clips`` generated clips, every object prompted by a point on frame 0 and tracked.
 
-    ``batched`` runs the clip's objects as one batch (``batched.py``, 1.6x faster
-    here); ``False`` runs HF's per-object loop, the reference it is tested against.
+    ``batched`` runs the objects of every clip as one batch (``batched.py``, 1.6x faster
+    here); ``False`` runs HF's per-object loop on one clip, the reference it is tested against.
+    Clip j of step i is the clip that step i * clips + j of a one-clip run draws.
     """
-    video = moving_digits(_train_video_seed(cfg, step), frames=cfg.frames, size=cfg.size)
-    rng = np.random.default_rng(_train_video_seed(cfg, step))
-    gt = torch.from_numpy(video.masks)  # (N, T, H, W)
+    if cfg.clips > 1 and not batched:
+        raise ValueError("HF's per-object loop tracks one clip at a time: clips=1 with batched=False")
     s = model.config.image_size
-    session = tr.new_session(model, tr.preprocess(video.frames, s), grad=True)
-    with_box = bool(rng.random() < cfg.box_prob)
-    coords, labels = [], []
-    for i in range(gt.shape[0]):
-        box = _box(video.masks[i, 0]) if with_box else None
-        point = sample_point(video.masks[i, 0], rng)
-        if batched:
+    videos, coords, labels, with_box = [], [], [], False
+    for j in range(cfg.clips):
+        seed = _train_video_seed(cfg, step * cfg.clips + j)
+        video = moving_digits(seed, frames=cfg.frames, size=cfg.size)
+        rng = np.random.default_rng(seed)
+        draw = bool(rng.random() < cfg.box_prob)
+        with_box = draw if j == 0 else with_box  # the first clip decides: every row needs the same P
+        for i in range(video.masks.shape[0]):
+            box = _box(video.masks[i, 0]) if with_box else None
+            point = sample_point(video.masks[i, 0], rng)
             corners = [] if box is None else [(box[0], box[1]), (box[2], box[3])]
             coords.append([(x * s / cfg.size, y * s / cfg.size) for x, y in [*corners, point]])  # model px
             labels.append([2, 3, 1] if with_box else [1])  # SAM 2's box corners, then the point
-        else:
-            tr.add_prompt(session, i + 1, 0, point, (cfg.size, cfg.size), s, box=box)
+        videos.append(video)
+    gt = torch.from_numpy(np.concatenate([v.masks for v in videos]))  # (N, T, H, W): clip by clip
     if batched:
+        pixels = torch.stack([tr.preprocess(v.frames, s) for v in videos])  # (K, T, 3, S, S)
+        session = bt.new_session(model, pixels, [v.masks.shape[0] for v in videos], grad=True)
         bt.add_prompts(session, 0, torch.tensor(coords, dtype=torch.float32), torch.tensor(labels))
+    else:
+        session = tr.new_session(model, tr.preprocess(videos[0].frames, s), grad=True)
+        for i, (xy, lab) in enumerate(zip(coords, labels, strict=True)):
+            box = None if len(lab) == 1 else (*xy[0], *xy[1])
+            tr.add_prompt(session, i + 1, 0, xy[-1], (s, s), s, box=box)  # already in model pixels
     losses, parts = [], []
     guide = AttentionGuide(model)
     with RawMasks(model) as raw, guide:
