@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 minutes of training, 5 held-out videos")
     p.add_argument("--minutes", type=float, default=None, help="training budget (default: the recipe's 18)")
-    p.add_argument("--videos", type=int, default=None, help="held-out videos (default 20)")
+    p.add_argument("--videos", type=int, default=None, help="held-out videos (default: the recipe's)")
     p.add_argument("--out", default=None, help="keep the run folder here (default: a temporary folder)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe key (repeatable)"
@@ -89,10 +89,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "run": str(run.path),
         "mean_jf": round(res["mean_jf"], 4),
+        "jf_se": None if res.get("jf_se") is None else round(res["jf_se"], 4),  # standard error over videos
         "occluded_jf": None if res["occluded_jf"] is None else round(res["occluded_jf"], 4),
         "occluded_tracks": res["occluded_tracks"],
         "per_video_jf": res["per_video_jf"],
         "box_mean_jf": round(box["mean_jf"], 4),
+        "box_jf_se": None if box["jf_se"] is None else round(box["jf_se"], 4),
         "box_occluded_jf": None if box["occluded_jf"] is None else round(box["occluded_jf"], 4),
         "held_out_videos": res["videos"],
         "eval_seed": res["eval_seed"],

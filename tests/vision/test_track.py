@@ -268,8 +268,11 @@ def test_config_is_strict():
 def test_evaluate_runs(model):
     res = evaluate(model, TrackConfig(eval_videos=1, eval_frames=3))
     assert 0.0 <= res["mean_jf"] <= 1.0 and res["videos"] == 1 and res["prompt"] == "point"
-    res = evaluate(model, TrackConfig(eval_videos=1, eval_frames=3), box=True)
+    assert res["jf_se"] is None  # no spread from one video
+    res = evaluate(model, TrackConfig(eval_videos=3, eval_frames=3), box=True)
     assert 0.0 <= res["mean_jf"] <= 1.0 and res["prompt"] == "point+box"
+    per = np.array(res["per_video_jf"])  # rounded to 4 places
+    assert res["jf_se"] == pytest.approx(per.std(ddof=1) / np.sqrt(3), abs=1e-4)
 
 
 def test_cli_round_trip_offline(checkpoint, model, tmp_path, capsys, monkeypatch):

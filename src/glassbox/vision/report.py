@@ -34,10 +34,12 @@ def write_track_report(run: Run, model: Any, cfg: Any, results: dict[str, Any], 
             )
         )
     occ = results.get("occluded_jf")
+    se = "" if results.get("jf_se") is None else f" (standard error {results['jf_se']:.3f})"
     summary = (
         f"<p>Mean J&amp;F over {results['videos']} held-out generated videos"
         f" (seeds from {results['eval_seed']},"
-        f" {results['frames']} frames, prompt frame left out): <b>{results['mean_jf']:.3f}</b>;"
+        f" {results['frames']} frames, prompt frame left out): <b>{results['mean_jf']:.3f}</b>"
+        f"{se};"
         f" on occluded frames only ({results['occluded_tracks']} tracks):"
         f" {'n/a' if occ is None else f'{occ:.3f}'}. Trained {results['steps']} steps in"
         f" {results['train_minutes']:.1f} minutes ({results['parameters']:,} parameters).</p>"
