@@ -80,7 +80,7 @@ def new_session(model: Any, clips: torch.Tensor, objects: Sequence[int], grad: b
         video=clips[0],  # read for its frame count only: every frame's features are cached below
         video_height=clips.shape[-2],
         video_width=clips.shape[-1],
-        dtype=torch.float32,  # pitfall: the default is the string "float32" (track.new_session)
+        dtype=torch.float32,  # pitfall: the default is the string "float32", which crashes in .to(dtype=...)
         max_vision_features_cache_size=t,
     )
     with torch.set_grad_enabled(grad), torch.inference_mode(not grad):

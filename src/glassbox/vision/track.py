@@ -261,29 +261,11 @@ def new_session(model: Sam2VideoModel, pixel_values: torch.Tensor, grad: bool = 
 
     Encoding the frames as one batch (and caching all of them, not the default
     one) is what makes training affordable: the session would otherwise run
-    the image encoder frame by frame.
+    the image encoder frame by frame. One clip of one row: ``batched.new_session``.
     """
-    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+    from glassbox.vision.batched import new_session as clips_session
 
-    frames = pixel_values.shape[0]
-    session = Sam2VideoInferenceSession(
-        video=pixel_values,
-        video_height=pixel_values.shape[-2],
-        video_width=pixel_values.shape[-1],
-        dtype=torch.float32,  # pitfall: the default is the string "float32", which crashes in .to(dtype=...)
-        max_vision_features_cache_size=frames,
-    )
-    with torch.set_grad_enabled(grad), torch.inference_mode(not grad):
-        feats = model.get_image_features(pixel_values, return_dict=True)
-    for t in range(frames):
-        session.cache.cache_vision_features(
-            t,
-            {
-                "vision_feats": [x[:, t : t + 1] for x in feats.fpn_hidden_states],  # (HW, 1, C) each
-                "vision_pos_embeds": [x[:, t : t + 1] for x in feats.fpn_position_encoding],
-            },
-        )
-    return session
+    return clips_session(model, pixel_values[None], [1], grad=grad)
 
 
 def add_prompt(
