@@ -20,6 +20,7 @@ from glassbox.vision.train import (
     TrackLossConfig,
     _loss,
     _lr,
+    _with_negatives,
     evaluate,
     image_step,
     load_config,
@@ -98,6 +99,57 @@ def test_image_step_trains_encoder_and_decoder(model):
     assert any(n.startswith("mask_decoder.") for n in grads)
     assert parts["focal"] > 0 and 0 < parts["dice"] <= 1
     assert 0 < parts["attention"] < 10  # cross-entropy over the 8x8 attention grid: log(64) = 4.2 if uniform
+
+
+def test_negatives_go_before_the_point_padded_to_one_batch():
+    points = [[[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], [[1.0, 1.0]]]  # a box and a point; a point alone
+    labels = [[2, 3, 1], [1]]
+    negatives = [[(10.0, 10.0)], [(20.0, 20.0), (30.0, 30.0)]]
+    pts, lab = _with_negatives(points[:1] * 2, labels[:1] * 2, negatives, scale=0.5)
+    assert lab == [[2, 3, 0, -1, 1], [2, 3, 0, 0, 1]]  # the point stays last, where the guide reads it
+    assert pts[0] == [[1.0, 2.0], [3.0, 4.0], [5.0, 5.0], [0.0, 0.0], [5.0, 6.0]]  # negatives scaled
+    assert pts[1][2:4] == [[10.0, 10.0], [15.0, 15.0]]
+    _, lab = _with_negatives(points[1:], labels[1:], [[]], scale=1.0)
+    assert lab == [[1]]
+
+
+def _prompt_labels(model, run):
+    seen = []
+
+    def grab(_module, args, kwargs, _out):
+        labels = kwargs["input_labels"] if "input_labels" in kwargs else args[1]
+        if labels is not None:
+            seen.append(labels.clone())
+
+    hook = model.prompt_encoder.register_forward_hook(grab, with_kwargs=True)
+    try:
+        run()
+    finally:
+        hook.remove()
+    return seen
+
+
+def test_image_and_video_steps_prompt_with_the_other_objects_points(model):
+    cfg = TrackConfig(image_batch=8, box_prob=0.0, negatives=1.0, frames=2)
+    seen = _prompt_labels(model, lambda: image_step(model, cfg, 0))
+    labels = seen[0][:, 0]  # (B, P)
+    assert (labels[:, -1] == 1).all() and (labels[:, :-1] <= 0).all()
+    assert (labels == 0).any() and (labels == -1).any()  # frames with 2 and 3 promptable digits, padded
+    seen = _prompt_labels(model, lambda: train_step(model, cfg, 0))
+    first = seen[0][:, 0]  # the prompt frame: each object's point after the others'
+    n = first.shape[0]
+    assert first.tolist() == [[0] * (n - 1) + [1]] * n
+    without = _prompt_labels(model, lambda: train_step(model, cfg.model_copy(update={"negatives": 0.0}), 0))
+    assert without[0][:, 0].tolist() == [[1]] * n
+
+
+def test_track_adds_the_other_objects_points_as_negatives(model):
+    video = moving_digits(seed=3, frames=2, size=64, objects=3)
+    points = [(float(np.nonzero(m)[1][0]), float(np.nonzero(m)[0][0])) for m in video.masks[:, 0]]
+    seen = _prompt_labels(model, lambda: tr.track(model, video.frames, points, negatives=True))
+    assert [x.flatten().tolist() for x in seen[:3]] == [[0, 0, 1]] * 3
+    seen = _prompt_labels(model, lambda: tr.track(model, video.frames, points))
+    assert [x.flatten().tolist() for x in seen[:3]] == [[1]] * 3
 
 
 def test_attention_guide_recomputes_the_decoders_attention(model):

@@ -276,12 +276,14 @@ def add_prompt(
     size: tuple[int, int],
     image_size: int,
     box: tuple[float, float, float, float] | None = None,
+    negatives: list[tuple[float, float]] | None = None,
 ) -> None:
     """Prompt object ``obj_id`` on ``frame`` with a positive point (x, y) and/or a box (x1, y1, x2, y2).
 
     Coordinates are pixels of the original frame (``size`` = (H, W)); they are
     scaled to the model's square input, as the processor would. A box goes in
-    as two corner points labelled 2 and 3, SAM 2's encoding.
+    as two corner points labelled 2 and 3, SAM 2's encoding; ``negatives`` are
+    points that are not the object (label 0), put between the box and the point.
     """
     h, w = size
     sx, sy = image_size / w, image_size / h
@@ -290,6 +292,9 @@ def add_prompt(
         x1, y1, x2, y2 = box
         coords += [[x1 * sx, y1 * sy], [x2 * sx, y2 * sy]]
         labels += [2, 3]
+    for x, y in negatives or []:
+        coords.append([x * sx, y * sy])
+        labels.append(0)
     if point is not None:
         coords.append([point[0] * sx, point[1] * sy])
         labels.append(1)
@@ -338,11 +343,14 @@ def track(
     points: list[tuple[float, float] | None],
     frame: int = 0,
     boxes: list[tuple[float, float, float, float] | None] | None = None,
+    negatives: bool = False,
 ) -> np.ndarray:
     """Masks ``(N, T, H, W)`` bool of the N prompted objects through ``frames`` (T, 3, H, W) in [0, 1].
 
     Object i is prompted with ``points[i]`` (and ``boxes[i]``) on ``frame``;
     tracking runs forward to the end, then backward from the prompt frame to the start.
+    ``negatives`` adds the other objects' points to each object's prompt as negative clicks
+    (for a model trained with them: ``TrackConfig.negatives``).
     """
     frames = np.asarray(frames)
     t_count, h, w = frames.shape[0], frames.shape[2], frames.shape[3]
@@ -356,7 +364,8 @@ def track(
     with torch.inference_mode():
         session = new_session(model, preprocess(frames, s))
         for i, (p, b) in enumerate(zip(points, boxes, strict=True)):
-            add_prompt(session, i + 1, frame, p, (h, w), s, box=b)
+            others = [q for k, q in enumerate(points) if k != i and q is not None] if negatives else []
+            add_prompt(session, i + 1, frame, p, (h, w), s, box=b, negatives=others)
         logits: dict[int, torch.Tensor] = {}
         order = [(t, False) for t in range(frame, t_count)] + [(t, True) for t in range(frame - 1, -1, -1)]
         for t, reverse in order:

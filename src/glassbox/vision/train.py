@@ -103,6 +103,10 @@ class TrackConfig(_Strict):
     # first teaches "segment every digit" (the prompt is ignored); the box's corners localise the
     # object, which teaches the decoder to read the prompt's position, and points then follow.
     box_prob: float = 0.5
+    # Share of training prompts that also carry the other objects' points as negative clicks
+    # (SAM's label 0). Every object of a video is prompted with a point, so each object's prompt can
+    # say "not these": evaluation uses the other objects' points so whenever this is above 0.
+    negatives: float = Field(0.0, ge=0.0, le=1.0)
     lr: float = 1e-3
     video_lr: float | None = None  # stage 2's peak learning rate (None: lr)
     weight_decay: float = 0.01
@@ -307,21 +311,47 @@ def _loss(
     return total, parts, best
 
 
+def _with_negatives(
+    points: list[list[list[float]]],
+    labels: list[list[int]],
+    negatives: list[list[tuple[float, float]]],
+    scale: float,
+) -> tuple[list[list[list[float]]], list[list[int]]]:
+    """Each row's prompt with its negative clicks (label 0) put before its positive point.
+
+    Rows get the same number of prompt points (one batch): rows with fewer
+    negatives are padded with SAM's "not a point" (label -1, the padding its
+    prompt encoder already appends). The positive point stays last, where the
+    attention guide looks for it.
+    """
+    most = max((len(n) for n in negatives), default=0)
+    out_p, out_l = [], []
+    for pts, lab, neg in zip(points, labels, negatives, strict=True):
+        pad = most - len(neg)
+        out_p.append([*pts[:-1], *([x * scale, y * scale] for x, y in neg), *([[0.0, 0.0]] * pad), pts[-1]])
+        out_l.append([*lab[:-1], *([0] * len(neg)), *([-1] * pad), lab[-1]])
+    return out_p, out_l
+
+
 def image_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Stage 1: ``image_batch`` single frames, one prompted object each, no memory."""
     rng = np.random.default_rng(_train_video_seed(cfg, step) + 7_919)
-    frames, points, masks = [], [], []
+    frames, points, masks, negs = [], [], [], []
     s = model.config.image_size
     with_box = bool(rng.random() < cfg.box_prob)
+    with_negatives = cfg.negatives > 0 and bool(rng.random() < cfg.negatives)
     while len(frames) < cfg.image_batch:
         # Frame t of a clip is drawn alone: the motion of frames 0..t does not depend on the clip's
         # length, and generating the whole clip for one frame was 11 % of a step.
         seed, t = int(rng.integers(cfg.eval_seed)), int(rng.integers(cfg.frames))
         video = moving_digits(seed, frames=t + 1, size=cfg.size)
         areas = video.masks[:, t].sum(axis=(1, 2))
-        for i in np.flatnonzero(areas >= 15)[: cfg.image_batch - len(frames)]:
+        promptable = np.flatnonzero(areas >= 15)
+        for i in promptable[: cfg.image_batch - len(frames)]:
             frames.append(video.frames[t])
             x, y = sample_point(video.masks[i, t], rng)
+            if with_negatives:  # where the other promptable digits of the frame would be clicked
+                negs.append([sample_point(video.masks[k, t], rng) for k in promptable if k != i])
             corners = []
             if with_box:
                 ys, xs = np.nonzero(video.masks[i, t])
@@ -331,19 +361,22 @@ def image_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, d
                 corners = [[x1 * s / cfg.size, y1 * s / cfg.size], [x2 * s / cfg.size, y2 * s / cfg.size]]
             points.append([*corners, [x * s / cfg.size, y * s / cfg.size]])
             masks.append(video.masks[i, t])
+    labels = [[2, 3, 1] if with_box else [1]] * len(points)  # SAM 2's box-corner labels, then the point
+    if with_negatives:
+        points, labels = _with_negatives(points, labels, negs, s / cfg.size)
     pixels = tr.preprocess(np.stack(frames), s)  # (B, 3, S, S)
     gt = torch.from_numpy(np.stack(masks))  # (B, H, W)
-    pts = torch.tensor(points, dtype=torch.float32)[:, None]  # (B, 1, P, 2): box corners, then the point
-    labels = torch.tensor([2, 3, 1] if with_box else [1], dtype=torch.int32)  # SAM 2's box-corner labels
+    pts = torch.tensor(points, dtype=torch.float32)[:, None]  # (B, 1, P, 2): box corners, negatives, point
+    labels = torch.tensor(labels, dtype=torch.int32)  # (B, P)
     # As the video model decides on a prompt frame (_use_multimask): three candidates for one point
-    multimask = bool(model.config.multimask_output_in_sam) and not with_box
+    multimask = bool(model.config.multimask_output_in_sam) and labels.shape[1] == 1
     guide = AttentionGuide(model)
     with RawMasks(model) as raw, guide:
         bt.single_frame_forward(
             model,
             pixel_values=pixels,
             input_points=pts,
-            input_labels=labels.expand(len(points), 1, -1).contiguous(),
+            input_labels=labels[:, None],
             multimask_output=multimask,
         )
         logits, score, iou = raw.take()
@@ -351,7 +384,7 @@ def image_step(model: Any, cfg: TrackConfig, step: int) -> tuple[torch.Tensor, d
     if cfg.loss.attention > 0:
         # decoder tokens: object score, IoU, 4 mask tokens (2 = the single-mask one, 3-5 the three
         # candidates of a multimask output), then the prompt
-        point_token = 6 + len(labels) - 1
+        point_token = 6 + labels.shape[1] - 1
         att = guide.loss(gt, [point_token], 3 + best) if multimask else guide.loss(gt, [2, point_token])
         loss = loss + cfg.loss.attention * att
         parts["attention"] = float(att.detach())
@@ -370,20 +403,25 @@ def train_step(
     if cfg.clips > 1 and not batched:
         raise ValueError("HF's per-object loop tracks one clip at a time: clips=1 with batched=False")
     s = model.config.image_size
-    videos, coords, labels, with_box = [], [], [], False
+    videos, coords, labels, negs, with_box, with_negatives = [], [], [], [], False, False
     for j in range(cfg.clips):
         seed = _train_video_seed(cfg, step * cfg.clips + j)
         video = moving_digits(seed, frames=cfg.frames, size=cfg.size)
         rng = np.random.default_rng(seed)
         draw = bool(rng.random() < cfg.box_prob)
         with_box = draw if j == 0 else with_box  # the first clip decides: every row needs the same P
-        for i in range(video.masks.shape[0]):
+        draw = cfg.negatives > 0 and bool(rng.random() < cfg.negatives)
+        with_negatives = draw if j == 0 else with_negatives
+        points = [sample_point(video.masks[i, 0], rng) for i in range(video.masks.shape[0])]
+        for i, point in enumerate(points):
             box = _box(video.masks[i, 0]) if with_box else None
-            point = sample_point(video.masks[i, 0], rng)
             corners = [] if box is None else [(box[0], box[1]), (box[2], box[3])]
-            coords.append([(x * s / cfg.size, y * s / cfg.size) for x, y in [*corners, point]])  # model px
+            coords.append([[x * s / cfg.size, y * s / cfg.size] for x, y in [*corners, point]])  # model px
             labels.append([2, 3, 1] if with_box else [1])  # SAM 2's box corners, then the point
+            negs.append([p for k, p in enumerate(points) if k != i])  # the clip's other objects
         videos.append(video)
+    if with_negatives:
+        coords, labels = _with_negatives(coords, labels, negs, s / cfg.size)
     gt = torch.from_numpy(np.concatenate([v.masks for v in videos]))  # (N, T, H, W): clip by clip
     if batched:
         pixels = torch.stack([tr.preprocess(v.frames, s) for v in videos])  # (K, T, 3, S, S)
@@ -392,8 +430,10 @@ def train_step(
     else:
         session = tr.new_session(model, tr.preprocess(videos[0].frames, s), grad=True)
         for i, (xy, lab) in enumerate(zip(coords, labels, strict=True)):
-            box = None if len(lab) == 1 else (*xy[0], *xy[1])
-            tr.add_prompt(session, i + 1, 0, xy[-1], (s, s), s, box=box)  # already in model pixels
+            box = (*xy[0], *xy[1]) if with_box else None
+            negatives = [tuple(p) for p, lb in zip(xy, lab, strict=True) if lb == 0]
+            # already in model pixels; one clip, so no padding (-1) to pass
+            tr.add_prompt(session, i + 1, 0, xy[-1], (s, s), s, box=box, negatives=negatives)
     losses, parts = [], []
     guide = AttentionGuide(model)
     with RawMasks(model) as raw, guide:
@@ -410,7 +450,7 @@ def train_step(
                 if logits.shape[1] > 1:  # a multimask prompt frame: the point and the best candidate
                     att = guide.loss(gt[:, t], [6], 3 + best)
                 else:
-                    att = guide.loss(gt[:, t], [2] if t else [2, 6 + (2 if with_box else 0)])
+                    att = guide.loss(gt[:, t], [2] if t else [2, 6 + len(labels[0]) - 1])  # + the point
                 loss = loss + cfg.loss.video_attention * att
                 part["attention"] = float(att.detach())
             else:
@@ -444,7 +484,7 @@ def evaluate(
         rng = np.random.default_rng(base + k)
         points = [sample_point(video.masks[i, 0], rng) for i in range(video.masks.shape[0])]
         boxes = [_box(m) for m in video.masks[:, 0]] if box else None
-        pred = tr.track(model, video.frames, points, boxes=boxes)  # (N, T, H, W)
+        pred = tr.track(model, video.frames, points, boxes=boxes, negatives=cfg.negatives > 0)  # (N, T, H, W)
         per_video.append(j_and_f(pred, video.masks, skip=0)["J&F"])
         areas = video.masks.sum(axis=(2, 3))  # (N, T)
         for i in range(areas.shape[0]):
@@ -460,7 +500,7 @@ def evaluate(
         "occluded_jf": float(np.mean(occluded)) if occluded else None,
         "occluded_tracks": len(occluded),
         "videos": n,
-        "prompt": "point+box" if box else "point",
+        "prompt": ("point+box" if box else "point") + (" + others' points" if cfg.negatives > 0 else ""),
         "eval_seed": base,
         "frames": cfg.eval_frames,
     }
