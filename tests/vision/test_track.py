@@ -130,7 +130,7 @@ def _prompt_labels(model, run):
 
 
 def test_image_and_video_steps_prompt_with_the_other_objects_points(model):
-    cfg = TrackConfig(image_batch=8, box_prob=0.0, negatives=1.0, frames=2)
+    cfg = TrackConfig(image_batch=24, box_prob=0.0, negatives=1.0, frames=2)
     seen = _prompt_labels(model, lambda: image_step(model, cfg, 0))
     labels = seen[0][:, 0]  # (B, P)
     assert (labels[:, -1] == 1).all() and (labels[:, :-1] <= 0).all()
@@ -364,6 +364,31 @@ def test_cli_round_trip_offline(checkpoint, model, tmp_path, capsys, monkeypatch
         assert np.array_equal(np.asarray(Image.open(run_a / "masks" / name)) > 0, direct[0, t])
     assert verify_run(run_a).ok and verify_run(run_b).ok  # the ledger covers every file written
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_cli_several_objects_one_point_each(checkpoint, model, tmp_path, capsys):
+    _, ckpt = checkpoint
+    v = moving_digits(5, frames=3, objects=2)
+    save_frames(v, tmp_path / "frames")
+    points = [(float(np.nonzero(m)[1][0]), float(np.nonzero(m)[0][0])) for m in v.masks[:, 0]]
+    args = ["track", str(tmp_path / "frames"), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o")]
+    for x, y in points:
+        args += ["--point", f"{x:g},{y:g}"]
+    code, io = _cli([*args, "--json"], capsys)
+    assert code == 0, io.err
+    summary = json.loads(io.out)
+    assert summary["objects"] == 2 and len(summary["mask_area"]) == 2
+    run = next((tmp_path / "o").iterdir())
+    frames = load_frames(tmp_path / "frames").frames  # as written (8-bit PNG)
+    direct = tr.track(model, frames, points, negatives=True)  # each prompt marks the other's point
+    for k in (1, 2):
+        names = sorted(p.name for p in (run / "masks" / str(k)).iterdir())
+        assert names == [f"{t:05d}.png" for t in range(3)]
+        for t, name in enumerate(names):
+            assert np.array_equal(np.asarray(Image.open(run / "masks" / str(k) / name)) > 0, direct[k - 1, t])
+    assert verify_run(run).ok
+    code, io = _cli([*args, "--box", "1,1,20,20"], capsys)
+    assert code == 2 and "--box prompts one object" in io.err
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, checkpoint, capsys):

@@ -14,9 +14,15 @@ def track(
         str | None, typer.Argument(metavar="FRAMES_DIR", help="A folder of PNG/JPEG frames, in name order.")
     ] = None,
     point: Annotated[
-        str | None, typer.Option(metavar="X,Y", help="A point on the object, in pixels.")
+        list[str] | None,
+        typer.Option(
+            metavar="X,Y",
+            help="A point on the object, in pixels; repeat for several objects, one point each.",
+        ),
     ] = None,
-    box: Annotated[str | None, typer.Option(metavar="X1,Y1,X2,Y2", help="A box around the object.")] = None,
+    box: Annotated[
+        str | None, typer.Option(metavar="X1,Y1,X2,Y2", help="A box around the object (one object).")
+    ] = None,
     frame: Annotated[int, typer.Option(metavar="N", help="The frame the prompt is on.")] = 0,
     checkpoint: Annotated[
         str | None,
@@ -37,6 +43,9 @@ def track(
     through the video with the SAM 2 video model and its memory (backwards
     too, when the prompt is not on the first frame), and write a run folder
     with masks/<frame>.png, overlay.png and track.json, all in its ledger.
+    Several objects: one --point each (glassbox track frames/ --point 32,20
+    --point 10,40); each object's prompt then marks the others' points as
+    not-this-object, and the masks go to masks/<k>/<frame>.png.
     --checkpoint loads a local Hugging Face checkpoint (offline); without it
     the newest tracker trained under --out is used: train one with
     glassbox track --train track (recipes/track.yaml, about 18 minutes on a CPU).
@@ -72,7 +81,7 @@ def track(
 
     run = track_folder(
         frames_dir,
-        parse_point(point) if point is not None else None,
+        [parse_point(p) for p in point or []],
         frame=frame,
         box=parse_box(box) if box is not None else None,
         checkpoint=checkpoint,
@@ -82,7 +91,8 @@ def track(
     if as_json:
         print_json({"run": str(run.path), **summary})
         return
-    print(f"tracked {summary['frames']} frames with {summary['checkpoint']}")
+    objects = f"{summary['objects']} objects" if summary["objects"] > 1 else "one object"
+    print(f"tracked {objects} through {summary['frames']} frames with {summary['checkpoint']}")
     print(f"written: {run.path}/ (masks/, overlay.png; check with glassbox verify {run.path})")
 
 

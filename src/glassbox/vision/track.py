@@ -398,29 +398,35 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
 
 def track_folder(
     frames_dir: str | Path,
-    point: tuple[float, float] | None,
+    points: list[tuple[float, float]],
     frame: int = 0,
     box: tuple[float, float, float, float] | None = None,
     checkpoint: str | Path | None = None,
     out: str | Path = "runs",
     runs: str | Path | None = None,
 ) -> Any:
-    """Track one prompted object through a folder of frames; returns the ``Run`` that holds the result.
+    """Track prompted objects through a folder of frames; returns the ``Run`` that holds the result.
 
-    The run holds ``masks/<frame name>.png`` (one per frame, 0/255),
-    ``overlay.png`` (a contact sheet) and ``track.json``; all go through the
-    ledger. Without ``checkpoint`` the newest trained tracker under ``runs``
-    (default: ``out``) is used.
+    One object per point of ``points`` (or one object for ``box`` alone, or the
+    box with one point). With several objects each one's prompt also carries
+    the others' points as negative clicks, as the recipe's tracker is trained
+    (``TrackConfig.negatives``). The run holds ``masks/<frame name>.png`` (one
+    per frame, 0/255) for one object, ``masks/<k>/<frame name>.png`` for
+    object k = 1..N of several, ``overlay.png`` (a contact sheet) and
+    ``track.json``; all go through the ledger. Without ``checkpoint`` the
+    newest trained tracker under ``runs`` (default: ``out``) is used.
     """
     from glassbox.run import Run
     from glassbox.vision.overlay import contact_sheet, mask_png
     from glassbox.vision.video import load_frames
 
-    if point is None and box is None:
+    if not points and box is None:
         raise UserError("give a prompt: --point X,Y (and/or --box X1,Y1,X2,Y2)")
+    if box is not None and len(points) > 1:
+        raise UserError("--box prompts one object: give it with at most one --point")
     video = load_frames(frames_dir)
     t_count, _, h, w = video.frames.shape
-    if point is not None:
+    for point in points:
         check_point(point, (h, w))
     if box is not None:
         check_point(box[:2], (h, w), "--box corner")
@@ -431,21 +437,26 @@ def track_folder(
         Path(checkpoint) if checkpoint is not None else newest_checkpoint(runs if runs is not None else out)
     )
     model = load_checkpoint(ckpt)
-    masks = track(model, video.frames, [point], frame=frame, boxes=[box])  # (1, T, H, W)
+    prompts: list[tuple[float, float] | None] = list(points) or [None]
+    boxes = [box] * len(prompts)  # a box comes with at most one point (checked above)
+    masks = track(model, video.frames, prompts, frame=frame, boxes=boxes, negatives=True)  # (N, T, H, W)
     run = Run.create(out, "track-video", kind="track-video")
     with run:
         names = video.names or [f"{t:05d}.png" for t in range(t_count)]
-        for t, name in enumerate(names):
-            run.write_bytes(f"masks/{Path(name).stem}.png", mask_png(masks[0, t]))
+        for k in range(len(masks)):
+            folder = "masks" if len(masks) == 1 else f"masks/{k + 1}"
+            for t, name in enumerate(names):
+                run.write_bytes(f"{folder}/{Path(name).stem}.png", mask_png(masks[k, t]))
         cols = min(t_count, 8)
         run.write_bytes("overlay.png", contact_sheet(video.frames, masks, cols=cols))
         summary = {
             "frames_dir": str(frames_dir),
             "frames": t_count,
             "size": [w, h],
-            "prompt": {"frame": frame, "point": point, "box": box},
+            "prompt": {"frame": frame, "points": points, "box": box},
             "checkpoint": str(ckpt),
-            "mask_area": [int(a) for a in masks[0].sum(axis=(1, 2))],
+            "objects": len(masks),
+            "mask_area": [[int(a) for a in m.sum(axis=(1, 2))] for m in masks],  # per object, per frame
         }
         run.write_json("track.json", summary)
         run.update_meta(results={"frames": t_count, "checkpoint": str(ckpt)})
