@@ -30,11 +30,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/glassbox demo
 
+# One worker per core (pytest-xdist), whole files to a worker so module fixtures are built once;
+# conftest.py gives each worker one torch thread. JOBS=0 runs in this process.
+JOBS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile -m "slow or not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,6 +1,25 @@
-"""Shared by the tests and the doctests in src/: no test signs with the user's own ledger key."""
+"""Shared by the tests and the doctests in src/: no test signs with the user's own ledger key.
+
+``make test`` runs one pytest-xdist worker per core. Each worker is held to
+one torch (and OpenMP) thread: two workers with a thread per core each
+oversubscribe a 2-core machine, and torch's spinning OpenMP threads then run
+far slower than one thread does (measured on the tracker: 20x). Child
+processes (torchrun workers, Flower clients) inherit the limit through the
+environment. A run without xdist keeps torch's default.
+"""
+
+import os
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["MKL_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -16,7 +35,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict]:
     """``glassbox demo --json`` once per session (the healthcare recipe, ~80 s): exit status, JSON summary.
 
     The demo's own test, the healthcare recipe's accuracy test and its explanation-quality test read
-    this one run.
+    this one run (once per xdist worker that runs one of their files).
     """
     import contextlib
     import io
