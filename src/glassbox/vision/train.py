@@ -105,7 +105,7 @@ class TrackConfig(_Strict):
     box_prob: float = 0.5
     # Share of training prompts that also carry the other objects' points as negative clicks
     # (SAM's label 0). Every object of a video is prompted with a point, so each object's prompt can
-    # say "not these": evaluation uses the other objects' points so whenever this is above 0.
+    # say "not these": evaluation adds the other objects' points whenever this is above 0.
     negatives: float = Field(0.0, ge=0.0, le=1.0)
     lr: float = 1e-3
     video_lr: float | None = None  # stage 2's peak learning rate (None: lr)
