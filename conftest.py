@@ -35,15 +35,31 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict]:
     """``glassbox demo --json`` once per session (the healthcare recipe, ~80 s): exit status, JSON summary.
 
     The demo's own test, the healthcare recipe's accuracy test and its explanation-quality test read
-    this one run (once per xdist worker that runs one of their files).
+    this one run. Under xdist the workers share it: the first to ask builds it under a file lock in
+    the session's common temporary folder, the others wait and read its summary (the pattern
+    pytest-xdist documents for session fixtures).
     """
     import contextlib
     import io
     import json
 
+    from filelock import FileLock
+
     from glassbox.cli.main import main
 
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = main(["demo", "--out", str(tmp_path_factory.mktemp("demo")), "--json"])
-    return code, json.loads(buf.getvalue())
+    def build(out: str) -> tuple[int, dict]:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = main(["demo", "--out", out, "--json"])
+        return code, json.loads(buf.getvalue())
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(str(tmp_path_factory.mktemp("demo")))
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per session, common to its workers
+    summary = shared / "demo.json"
+    with FileLock(str(shared / "demo.lock")):
+        if not summary.is_file():
+            code, out = build(str(shared / "demo"))
+            summary.write_text(json.dumps({"code": code, "out": out}))
+    saved = json.loads(summary.read_text())
+    return saved["code"], saved["out"]
