@@ -42,7 +42,7 @@ TARGET_MINUTES = 20.0
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 minutes of training, 5 held-out videos")
-    p.add_argument("--minutes", type=float, default=None, help="training budget (default: the recipe's 18)")
+    p.add_argument("--minutes", type=float, default=None, help="training budget (default: the recipe's 19.5)")
     p.add_argument("--videos", type=int, default=None, help="held-out videos (default: the recipe's)")
     p.add_argument("--out", default=None, help="keep the run folder here (default: a temporary folder)")
     p.add_argument(
