@@ -15,7 +15,10 @@ on the same folds. The variants (docs/DEFAULTS.md, "a fourth pass"):
 - ``lr_first``: the linear path set to logistic regression fitted on the fit
   rows and frozen, the transformer trained on top;
 - ``lr_first_zero_head``: the same with the transformer's head zeroed, so
-  training starts exactly at logistic regression.
+  training starts exactly at logistic regression;
+- ``branch_drop0.5``, ``branch_drop0.8``: in training, each row's transformer
+  logits dropped with that probability, so the linear path must classify alone
+  on those rows (``_branch_drop``).
 
 Example:
     python benchmarks/table_variants.py > variants.json        # wine, seeds 0-2, all variants, ~12 min
@@ -77,6 +80,32 @@ def _logistic_first(train: Any, zero_head: bool) -> Callable[[Any], None]:
     return prepare
 
 
+def _branch_drop(p: float) -> Callable[[Any], None]:
+    """In training, each row's transformer logits are dropped with probability ``p`` (inverted scaling).
+
+    The linear path then has to classify alone on those rows, so it is pushed towards logistic
+    regression's own solution and the transformer learns what is left (dropout on a whole branch,
+    as stochastic depth drops a residual block). Evaluation uses both paths in full.
+    """
+
+    def prepare(model: Any) -> None:
+        import types
+
+        import torch
+
+        def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+            h, _ = self.encode(x)
+            deep = self.head(h[:, 0])  # (B, n_classes)
+            if self.training:
+                keep = (torch.rand(deep.shape[0], 1) >= p).to(deep.dtype) / (1 - p)  # (B, 1)
+                deep = deep * keep
+            return deep + self.linear(self.tokenizer.standardize(x))
+
+        model.forward = types.MethodType(forward, model)
+
+    return prepare
+
+
 def predict(variant: str, recipe: Any, train: Any, stop: Any, scored: Any, seed: int) -> Any:
     """Class probabilities ``(N, K)`` on ``scored`` of the model ``variant`` trains."""
     import numpy as np
@@ -99,6 +128,9 @@ def predict(variant: str, recipe: Any, train: Any, stop: Any, scored: Any, seed:
     if variant in ("lr_first", "lr_first_zero_head"):
         prepare = _logistic_first(train, zero_head=variant.endswith("zero_head"))
         return predict_proba(_train(recipe, train, stop, seed, prepare)[0], scored)
+    if variant.startswith("branch_drop"):
+        p = float(variant.removeprefix("branch_drop"))
+        return predict_proba(_train(recipe, train, stop, seed, _branch_drop(p))[0], scored)
     raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
@@ -119,7 +151,15 @@ def _concat(a: Any, b: Any) -> Any:
     )
 
 
-VARIANTS = ["default", "ensemble5", "refit", "lr_first", "lr_first_zero_head"]
+VARIANTS = [
+    "default",
+    "ensemble5",
+    "refit",
+    "lr_first",
+    "lr_first_zero_head",
+    "branch_drop0.5",
+    "branch_drop0.8",
+]
 
 
 def one(source: str, seed: int, variants: list[str], folds: int) -> dict[str, Any]:
