@@ -93,7 +93,7 @@ class TrackConfig(_Strict):
     # fixed cost per call on this CPU, so K clips cost far less than K steps.
     clips: int = Field(1, ge=1)
     steps: int = 1200  # video steps at most; max_minutes stops earlier
-    max_minutes: float = 19.5  # the whole training budget, image stage included (the issue allows 20)
+    max_minutes: float = 19.5  # the whole training budget, image stage included (the target: under 20)
     # Stage 1: single frames, 32 prompts in one batch, no memory. The encoder and mask decoder
     # learn to segment a prompted digit far faster than through one video at a time; stage 2
     # (videos) then trains the memory path on a model that already segments.
