@@ -194,14 +194,14 @@ VARIANTS = [
 ]
 
 
-def one(source: str, seed: int, variants: list[str], folds: int) -> dict[str, Any]:
+def one(source: str, seed: int, variants: list[str], folds: int, sets: list[str]) -> dict[str, Any]:
     import torch
 
     from glassbox.config import load_recipe
     from glassbox.pipeline import prepare_data
 
     torch.set_num_threads(1)
-    recipe = load_recipe(None, overrides=[f"data.source={source}", f"seed={seed}"])
+    recipe = load_recipe(None, overrides=[f"data.source={source}", f"seed={seed}", *sets])
     data = prepare_data(recipe)  # the test split is made here but never scored
     errors = dict.fromkeys(variants, 0)
     lr_errors, rows = 0.0, 0
@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seeds", type=_csv(int), default=[0, 1, 2])
     p.add_argument("--variants", type=_csv(str), default=VARIANTS)
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override, repeatable"
+    )
     args = p.parse_args(argv)
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     units = []
     for source in args.datasets:
         for seed in args.seeds:
-            units.append(one(source, seed, args.variants, args.folds))
+            units.append(one(source, seed, args.variants, args.folds, args.set))
             print(json.dumps(units[-1]), file=sys.stderr, flush=True)
     totals = {
         source: {
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "benchmark": "table_variants",
         "commit": _git_commit(),
         "folds": args.folds,
+        "set": args.set,
         "seeds": args.seeds,
         "errors": totals,
         "units": units,
