@@ -48,7 +48,7 @@ def track(
     not-this-object, and the masks go to masks/<k>/<frame>.png.
     --checkpoint loads a local Hugging Face checkpoint (offline); without it
     the newest tracker trained under --out is used: train one with
-    glassbox track --train track (recipes/track.yaml, about 18 minutes on a CPU).
+    glassbox track --train track (recipes/track.yaml, about 20 minutes on a CPU).
     """
     import importlib.util
     import json
