@@ -119,6 +119,11 @@ class ModelConfig(Section):
     # contains logistic regression, which small, nearly linear tables favour. Zero-initialized,
     # so training starts from the plain transformer. Attention rollouts do not see this path.
     linear_path: bool = False
+    # With linear_path: lam * mean(transformer logits ** 2) per row added to the training loss,
+    # so the transformer stays a small correction to the linear path unless the data pay for more
+    # (a penalty in function space, not on weights). On tables of a hundred rows the transformer
+    # otherwise moves the model off logistic regression's solution (docs/DEFAULTS.md, fifth pass).
+    deep_penalty: float = Field(0.0, ge=0)
     audio: AudioModelConfig = AudioModelConfig()
 
 

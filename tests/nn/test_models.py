@@ -126,6 +126,40 @@ def test_linear_path_adds_logistic_regression_on_the_standardized_features() -> 
         _build("image", linear_path=True)
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_deep_penalty_is_the_transformer_logits_squared_in_the_training_loss(accumulate: int) -> None:
+    import copy
+
+    from glassbox.config import TrainConfig
+    from glassbox.train import Trainer
+    from glassbox.train.callbacks import MicroBatch
+
+    lam = 0.7
+    model, data = _build("tabular", linear_path=True, deep_penalty=lam, dropout=0.0)
+    with torch.no_grad():
+        model.linear.weight.normal_()  # both paths carry logits
+    x, y = data.X[:8], data.y[:8]
+    # The reference: CE plus lam * mean over classes of the head's logits squared, by hand.
+    deep = model.head(model.encode(x)[0][:, 0])  # (B, K), the transformer path alone
+    ref = (F.cross_entropy(model(x), y, reduction="none") + lam * deep.pow(2).mean(-1)).mean()
+    want = torch.autograd.grad(ref, list(model.parameters()))
+    trainer = Trainer(model, TrainConfig(accumulate=accumulate))
+    trainer.class_weights_, trainer.task_, trainer._ddp = None, "classification", None
+    model.zero_grad()
+    for j, rows in enumerate(torch.arange(8).tensor_split(accumulate)):
+        micro = MicroBatch(j, accumulate, rows, rows, x[rows], y[rows], 1 / 8)
+        trainer.forward_backward(micro)
+    for p, g in zip(model.parameters(), want, strict=True):
+        torch.testing.assert_close(p.grad, g)
+    assert model.penalty_ is None  # read once: no graph is kept on the model
+    model.eval()
+    model(x)
+    assert model.penalty_ is None  # evaluation adds no penalty
+    copy.deepcopy(model)
+    with pytest.raises(UserError, match="deep_penalty"):
+        _build("tabular", deep_penalty=1.0)  # nothing to be a correction to
+
+
 @pytest.mark.parametrize("chunk", [1, 3])
 def test_lm_incremental_decoding_matches_full_forward(chunk: int) -> None:
     model, data = _build("text")

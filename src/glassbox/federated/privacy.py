@@ -131,6 +131,7 @@ def dp_sgd_train(
     rate are unchanged, as Opacus's accountant does), and ``epsilon`` is at
     ``priv.delta`` over all of it. The same ``seed`` gives the same result.
     """
+    from glassbox.nn.models import take_penalty
     from glassbox.train.trainer import Trainer, _lr_lambda
 
     n = len(train)
@@ -186,7 +187,8 @@ def dp_sgd_train(
                 if rows:
                     idx = torch.as_tensor(rows, dtype=torch.long)
                     x, y = Trainer.inputs_targets(train.X[idx], train.y[idx], task)
-                    loss = trainer.loss_fn(gsm(x), y, task, reduction="none").mean()
+                    per_row = trainer.loss_fn(gsm(x), y, task, reduction="none")
+                    loss = (per_row + take_penalty(model, len(per_row))).mean()  # model.deep_penalty
                     if not torch.isfinite(loss):
                         raise UserError(
                             f"DP-SGD training loss became {loss.item()} at step {step}; lower train.lr"

@@ -79,6 +79,9 @@ class Transformer(nn.Module):
             self.head = small(cfg.dim, n_outputs, qubits=cfg.qubits, layers=cfg.quantum_layers)
         # Wide and deep (ModelConfig.linear_path): logistic regression on the standardized features.
         self.linear: nn.Linear | None = None
+        self.deep_penalty = cfg.deep_penalty
+        # (B,) the last training forward's deep_penalty per row, until take_penalty reads it
+        self.penalty_: torch.Tensor | None = None
         if cfg.linear_path:
             self.linear = nn.Linear(input_shape[0], n_outputs)
             nn.init.zeros_(self.linear.weight)
@@ -86,6 +89,10 @@ class Transformer(nn.Module):
         self.spec_: dict[str, Any] = {}  # filled by build_model / model_from_spec
         self.merge_r = 0
         self.set_merge(cfg.merge_r)
+
+    def train(self, mode: bool = True) -> Transformer:
+        self.penalty_ = None  # eval() after training leaves no autograd graph on the model
+        return super().train(mode)
 
     def set_merge(self, r: int) -> Transformer:
         """Merge ``r`` tokens in every block from now on (ToMe); 0 turns merging off.
@@ -132,6 +139,10 @@ class Transformer(nn.Module):
             return self.head(h)  # (B, T, 256)
         logits = self.head(h[:, 0])  # (B, n_classes), from the CLS token
         if self.linear is not None:
+            if self.deep_penalty > 0 and self.training and torch.is_grad_enabled():
+                self.penalty_ = self.deep_penalty * logits.float().pow(2).mean(-1)  # (B,)
+            elif self.penalty_ is not None:  # (no assignment otherwise: torch.export refuses one)
+                self.penalty_ = None  # a forward that leaves none (eval, no_grad) clears a stale one
             logits = logits + self.linear(self.tokenizer.standardize(x))  # (B, n_classes)
         return logits
 
@@ -163,6 +174,22 @@ class Transformer(nn.Module):
         from glassbox.nn.lm import generate
 
         return generate(self, prompt_ids, max_new_tokens, temperature, top_k, generator)
+
+
+def take_penalty(model: nn.Module, rows: int) -> torch.Tensor | float:
+    """The last training forward's penalty on its first ``rows`` rows, ``(rows,)``, or 0; read once.
+
+    ``ModelConfig.deep_penalty`` is a term of each row's training loss that the logits alone do not
+    carry, so the forward leaves it on the model (as mixture-of-experts layers leave their
+    auxiliary loss) and the training loop adds it to the rows' losses. Rows past ``rows`` (the
+    validation rows that in-run valuation appends to a batch) get none. Clearing it on read keeps
+    no autograd graph alive on the model, which would also break ``copy.deepcopy``.
+    """
+    penalty = getattr(model, "penalty_", None)
+    if penalty is None:
+        return 0.0
+    model.penalty_ = None
+    return penalty[:rows]
 
 
 def _check(config: ModelConfig, dataset: Dataset) -> None:
@@ -203,6 +230,11 @@ def _check(config: ModelConfig, dataset: Dataset) -> None:
         raise UserError(
             f"model.linear_path is for tabular classifiers (a linear map of the features to the classes);"
             f" this is {dataset.kind} data, so set model.linear_path=false"
+        )
+    if config.deep_penalty > 0 and not config.linear_path:
+        raise UserError(
+            f"model.deep_penalty={config.deep_penalty} keeps the transformer a small correction to the"
+            " linear path, and this model has none: set model.linear_path=true or model.deep_penalty=0"
         )
     if dataset.task == "classification" and dataset.n_classes < 1:
         raise UserError(f"dataset '{dataset.name}' has no classes to predict")

@@ -95,10 +95,17 @@ class Trainer:
         )
 
     def example_losses(self, logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
-        """(B,) each example's term of the training loss (class-weighted when weights are on)."""
+        """(B,) each example's term of the training loss (class-weighted when weights are on).
+
+        ``logits`` must come from the model's latest forward: that forward's ``deep_penalty``
+        (``take_penalty``), if any, is added to its rows.
+        """
+        from glassbox.nn.models import take_penalty
+
         w = None if self.class_weights_ is None else self.class_weights_.to(logits.dtype)
         eps = self.config.label_smoothing if task == "classification" else 0.0
-        return self.loss_fn(logits, y, task, reduction="none", weight=w, label_smoothing=eps)
+        losses = self.loss_fn(logits, y, task, reduction="none", weight=w, label_smoothing=eps)
+        return losses + take_penalty(self.model, len(losses))
 
     def loss_scale(self, y: torch.Tensor, task: str) -> float:
         """1 / the batch loss's denominator: the batch size, or the sum of class weights.
