@@ -64,6 +64,9 @@ def _model(case: str) -> tuple[nn.Module, Dataset, Dataset]:
     if case == "tabular":
         tr, va = _tabular(), _tabular(10, seed=1)
         model = build_model(ModelConfig(**cfg), tr)
+    elif case == "tabular-penalty":  # the table defaults' linear path and deep_penalty
+        tr, va = _tabular(), _tabular(10, seed=1)
+        model = build_model(ModelConfig(**cfg, linear_path=True, deep_penalty=0.5), tr)
     elif case == "image":
         tr, va = _image(), _image(8, seed=1)
         model = build_model(ModelConfig(**cfg, patch=2, conv_stem=True), tr)
@@ -184,7 +187,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 SGD = dict(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, grad_clip=None, batch_size=8)
 KINDS = ["softmax", "linear", "sliding", "gla", "deltanet"]
-CASES = ["tabular", "image", "image-merge", *[f"text-{k}" for k in KINDS], "convseq"]
+CASES = ["tabular", "tabular-penalty", "image", "image-merge", *[f"text-{k}" for k in KINDS], "convseq"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -197,7 +200,7 @@ def test_first_order_sgd_equals_per_example_gradients(case: str, ghost: str) -> 
         assert "ghost" in inrun.layers_.values()
 
 
-@pytest.mark.parametrize("case", ["tabular", "image", "text-gla"])
+@pytest.mark.parametrize("case", ["tabular", "tabular-penalty", "image", "text-gla"])
 def test_adam_values_with_clipping_class_weights_and_accumulation(case: str) -> None:
     cfg = dict(optimizer="adamw", lr=0.01, weight_decay=0.01, grad_clip=0.05, batch_size=8, accumulate=3)
     if case != "text-gla":
