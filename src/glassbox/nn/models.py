@@ -140,7 +140,7 @@ class Transformer(nn.Module):
         logits = self.head(h[:, 0])  # (B, n_classes), from the CLS token
         if self.linear is not None:
             if self.deep_penalty > 0 and self.training and torch.is_grad_enabled():
-                self.penalty_ = self.deep_penalty * logits.float().pow(2).mean(-1)  # (B,)
+                self.penalty_ = self.deep_penalty * logits.pow(2).mean(-1)  # (B,)
             elif self.penalty_ is not None:  # (no assignment otherwise: torch.export refuses one)
                 self.penalty_ = None  # a forward that leaves none (eval, no_grad) clears a stale one
             logits = logits + self.linear(self.tokenizer.standardize(x))  # (B, n_classes)
