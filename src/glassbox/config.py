@@ -123,6 +123,8 @@ class ModelConfig(Section):
     # so the transformer stays a small correction to the linear path unless the data pay for more
     # (a penalty in function space, not on weights). On tables of a hundred rows the transformer
     # otherwise moves the model off logistic regression's solution (docs/DEFAULTS.md, fifth pass).
+    # Without linear_path it does nothing (the table defaults set both; linear_path=false alone
+    # gives the plain transformer as before).
     deep_penalty: float = Field(0.0, ge=0)
     audio: AudioModelConfig = AudioModelConfig()
 

@@ -156,8 +156,9 @@ def test_deep_penalty_is_the_transformer_logits_squared_in_the_training_loss(acc
     model(x)
     assert model.penalty_ is None  # evaluation adds no penalty
     copy.deepcopy(model)
-    with pytest.raises(UserError, match="deep_penalty"):
-        _build("tabular", deep_penalty=1.0)  # nothing to be a correction to
+    plain, _ = _build("tabular", deep_penalty=1.0, dropout=0.0)  # no linear path: nothing to penalize
+    plain(x)
+    assert plain.penalty_ is None
 
 
 @pytest.mark.parametrize("chunk", [1, 3])

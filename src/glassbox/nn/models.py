@@ -231,11 +231,6 @@ def _check(config: ModelConfig, dataset: Dataset) -> None:
             f"model.linear_path is for tabular classifiers (a linear map of the features to the classes);"
             f" this is {dataset.kind} data, so set model.linear_path=false"
         )
-    if config.deep_penalty > 0 and not config.linear_path:
-        raise UserError(
-            f"model.deep_penalty={config.deep_penalty} keeps the transformer a small correction to the"
-            " linear path, and this model has none: set model.linear_path=true or model.deep_penalty=0"
-        )
     if dataset.task == "classification" and dataset.n_classes < 1:
         raise UserError(f"dataset '{dataset.name}' has no classes to predict")
 
