@@ -48,6 +48,7 @@ All the transformers 5.x pitfalls are handled here, once:
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DISJOINT = ("none", "output", "memory", "both")
 
 
 def small_config(
@@ -337,6 +339,51 @@ def check_point(point: tuple[float, float], size: tuple[int, int], what: str = "
         )
 
 
+def non_overlapping(logits: torch.Tensor) -> torch.Tensor:
+    """Mask logits (N, ...) of N objects with each pixel left positive for at most one of them.
+
+    SAM 2's ``_apply_non_overlapping_constraints``: where an object's logit is not
+    the highest of the N at a pixel, it is clamped to at most -10; the winner's is kept.
+    One object is returned unchanged.
+    """
+    if logits.shape[0] <= 1:
+        return logits
+    winner = logits.argmax(dim=0, keepdim=True)  # (1, ...)
+    mine = torch.arange(logits.shape[0], device=logits.device).view(-1, *[1] * (logits.dim() - 1))
+    return torch.where(winner == mine, logits, logits.clamp(max=-10.0))
+
+
+class NonOverlappingMemory:
+    """While active, the objects' masks of a frame are made disjoint (``non_overlapping``) before
+    HF's ``_batch_encode_memories`` writes them into the memory bank.
+
+    SAM 2's ``non_overlap_masks_for_mem_enc``, which HF's ``Sam2VideoModel`` lacks: the memory
+    of a frame where one object's mask spread over another digit then holds each pixel for one
+    object only, so the spill is not carried to the next frames. Patched on the instance and
+    restored on exit.
+    """
+
+    def __init__(self, model: Sam2VideoModel) -> None:
+        self.model = model
+
+    def __enter__(self) -> NonOverlappingMemory:
+        original = type(self.model)._batch_encode_memories.__get__(self.model)
+
+        def encode(*args: Any, **kwargs: Any) -> Any:
+            masks = kwargs.get("high_res_masks_for_memory")
+            if masks is None or args:  # HF calls it with keywords only; anything else passes untouched
+                return original(*args, **kwargs)
+            if len(masks) > 1:
+                kwargs["high_res_masks_for_memory"] = list(non_overlapping(torch.cat(masks)).split(1))
+            return original(**kwargs)
+
+        self.model._batch_encode_memories = encode
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        del self.model._batch_encode_memories
+
+
 def track(
     model: Sam2VideoModel,
     frames: np.ndarray,
@@ -344,14 +391,19 @@ def track(
     frame: int = 0,
     boxes: list[tuple[float, float, float, float] | None] | None = None,
     negatives: bool = False,
+    disjoint: str = "none",
 ) -> np.ndarray:
     """Masks ``(N, T, H, W)`` bool of the N prompted objects through ``frames`` (T, 3, H, W) in [0, 1].
 
     Object i is prompted with ``points[i]`` (and ``boxes[i]``) on ``frame``;
     tracking runs forward to the end, then backward from the prompt frame to the start.
     ``negatives`` adds the other objects' points to each object's prompt as negative clicks
-    (for a model trained with them: ``TrackConfig.negatives``).
+    (for a model trained with them: ``TrackConfig.negatives``). ``disjoint`` makes the objects'
+    masks disjoint per pixel (``non_overlapping``): "output" in the returned masks, "memory" in
+    what the memory bank stores, "both", or "none".
     """
+    if disjoint not in DISJOINT:
+        raise UserError(f"disjoint={disjoint!r} is not one of {', '.join(DISJOINT)}")
     frames = np.asarray(frames)
     t_count, h, w = frames.shape[0], frames.shape[2], frames.shape[3]
     if not 0 <= frame < t_count:
@@ -361,7 +413,8 @@ def track(
         if p is not None:
             check_point(p, (h, w))
     s = model.config.image_size
-    with torch.inference_mode():
+    memory = NonOverlappingMemory(model) if disjoint in ("memory", "both") else contextlib.nullcontext()
+    with torch.inference_mode(), memory:
         session = new_session(model, preprocess(frames, s))
         for i, (p, b) in enumerate(zip(points, boxes, strict=True)):
             others = [q for k, q in enumerate(points) if k != i and q is not None] if negatives else []
@@ -373,6 +426,8 @@ def track(
             logits[t] = out.pred_masks[:, 0]  # (N, s/2, s/2)
         stacked = torch.stack([logits[t] for t in range(t_count)], dim=1)  # (N, T, s/2, s/2)
         up = F.interpolate(stacked.float(), size=(h, w), mode="bilinear", align_corners=False)  # (N, T, H, W)
+        if disjoint in ("output", "both"):  # at the frame's resolution, as SAM 2's video predictor does
+            up = non_overlapping(up)
     return (up > 0).numpy()
 
 

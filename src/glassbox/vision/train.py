@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -107,6 +107,9 @@ class TrackConfig(_Strict):
     # (SAM's label 0). Every object of a video is prompted with a point, so each object's prompt can
     # say "not these": evaluation adds the other objects' points whenever this is above 0.
     negatives: float = Field(0.0, ge=0.0, le=1.0)
+    # Tracking (evaluation and ``glassbox track``): the objects' masks made disjoint per pixel,
+    # SAM 2's non-overlap constraints (``track.non_overlapping``): "output", "memory", "both", "none".
+    disjoint: Literal["none", "output", "memory", "both"] = "none"
     lr: float = 1e-3
     video_lr: float | None = None  # stage 2's peak learning rate (None: lr)
     weight_decay: float = 0.01
@@ -469,13 +472,20 @@ def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def evaluate(
-    model: Any, cfg: TrackConfig, videos: int | None = None, seed: int | None = None, box: bool = False
+    model: Any,
+    cfg: TrackConfig,
+    videos: int | None = None,
+    seed: int | None = None,
+    box: bool = False,
+    disjoint: str | None = None,
 ) -> dict[str, Any]:
     """Mean J&F over held-out generated videos (prompt frame left out), and on occluded frames only.
 
     Every object is prompted on frame 0 with one positive point sampled inside its mask; ``box``
-    adds its tight box to the point (the same points are drawn either way).
+    adds its tight box to the point (the same points are drawn either way). ``disjoint``
+    (default: the recipe's) is ``track.track``'s: the objects' masks made disjoint per pixel.
     """
+    disjoint = cfg.disjoint if disjoint is None else disjoint
     n = cfg.eval_videos if videos is None else videos
     base = cfg.eval_seed if seed is None else seed
     per_video, occluded = [], []
@@ -484,7 +494,9 @@ def evaluate(
         rng = np.random.default_rng(base + k)
         points = [sample_point(video.masks[i, 0], rng) for i in range(video.masks.shape[0])]
         boxes = [_box(m) for m in video.masks[:, 0]] if box else None
-        pred = tr.track(model, video.frames, points, boxes=boxes, negatives=cfg.negatives > 0)  # (N, T, H, W)
+        pred = tr.track(
+            model, video.frames, points, boxes=boxes, negatives=cfg.negatives > 0, disjoint=disjoint
+        )  # (N, T, H, W)
         per_video.append(j_and_f(pred, video.masks, skip=0)["J&F"])
         areas = video.masks.sum(axis=(2, 3))  # (N, T)
         for i in range(areas.shape[0]):
@@ -501,6 +513,7 @@ def evaluate(
         "occluded_tracks": len(occluded),
         "videos": n,
         "prompt": ("point+box" if box else "point") + (" + others' points" if cfg.negatives > 0 else ""),
+        "disjoint": disjoint,
         "eval_seed": base,
         "frames": cfg.eval_frames,
     }
