@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -63,7 +63,8 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DISJOINT = ("none", "output", "memory", "both")
+Disjoint = Literal["none", "output", "memory", "both"]  # ``track``'s non-overlap modes
+DISJOINT = get_args(Disjoint)
 
 
 def small_config(
@@ -391,7 +392,7 @@ def track(
     frame: int = 0,
     boxes: list[tuple[float, float, float, float] | None] | None = None,
     negatives: bool = False,
-    disjoint: str = "none",
+    disjoint: Disjoint = "none",
 ) -> np.ndarray:
     """Masks ``(N, T, H, W)`` bool of the N prompted objects through ``frames`` (T, 3, H, W) in [0, 1].
 

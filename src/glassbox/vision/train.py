@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,9 +107,9 @@ class TrackConfig(_Strict):
     # (SAM's label 0). Every object of a video is prompted with a point, so each object's prompt can
     # say "not these": evaluation adds the other objects' points whenever this is above 0.
     negatives: float = Field(0.0, ge=0.0, le=1.0)
-    # Tracking (evaluation and ``glassbox track``): the objects' masks made disjoint per pixel,
-    # SAM 2's non-overlap constraints (``track.non_overlapping``): "output", "memory", "both", "none".
-    disjoint: Literal["none", "output", "memory", "both"] = "none"
+    # Evaluation only (``glassbox track`` keeps "none"): the objects' masks made disjoint per pixel,
+    # SAM 2's non-overlap constraints (``track.non_overlapping``); every mode lowered J&F here.
+    disjoint: tr.Disjoint = "none"
     lr: float = 1e-3
     video_lr: float | None = None  # stage 2's peak learning rate (None: lr)
     weight_decay: float = 0.01
@@ -477,7 +477,7 @@ def evaluate(
     videos: int | None = None,
     seed: int | None = None,
     box: bool = False,
-    disjoint: str | None = None,
+    disjoint: tr.Disjoint | None = None,
 ) -> dict[str, Any]:
     """Mean J&F over held-out generated videos (prompt frame left out), and on occluded frames only.
 
